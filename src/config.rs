@@ -1,0 +1,576 @@
+//! Plugin configuration: the JSON that Envoy passes as the Wasm filter's `configuration`
+//! (Istio: WasmPlugin `pluginConfig`), parsed once into a validated [`FilterConfig`].
+//!
+//! Field names follow Istio's RequestAuthentication `jwtRules`, so a user can paste theirs.
+//! Parsing walks a `serde_json::Value` by hand rather than deriving, so that every error names
+//! the field it is about (`jwtRules[0].timeout: ...`), and unknown fields are refused.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::claims::ClaimPath;
+use crate::jwks::KeySet;
+
+/// The validated configuration. Built once in `on_configure`, shared read-only afterwards.
+#[derive(Debug)]
+pub struct FilterConfig {
+    pub rules: Vec<JwtRule>,
+    /// Headers filled from the verified claims; the name spells the claim path.
+    pub claim_headers: Vec<ClaimHeader>,
+    /// With no token at all: `false` lets the request pass (Istio), `true` answers 401.
+    pub require_token: bool,
+    /// Tokens longer than this are refused before any decoding.
+    pub max_token_bytes: usize,
+    /// Every distinct place a token may come from, over all rules, in rule order.
+    pub locations: Vec<TokenLocation>,
+    /// Lowercased names of the headers this filter writes (besides the `x-jwt-claim` family):
+    /// they are stripped from every incoming request so a client cannot forge them.
+    pub owned_headers: Vec<String>,
+}
+
+/// One `jwtRules` entry: which issuer, which keys, where its tokens are, what to emit.
+#[derive(Debug)]
+pub struct JwtRule {
+    pub issuer: String,
+    /// Empty: any audience (or none) is accepted.
+    pub audiences: Vec<String>,
+    pub keys: KeySource,
+    /// Time a dispatched key fetch may take; also how long a request waits for keys.
+    pub timeout: Duration,
+    pub jwks_cache_duration: Duration,
+    /// Unknown-`kid` refetches are at least this far apart.
+    pub jwks_min_refetch_interval: Duration,
+    /// Indices into [`FilterConfig::locations`].
+    pub locations: Vec<usize>,
+    pub forward_original_token: bool,
+    pub output_payload_to_header: Option<String>,
+    pub output_claim_to_headers: Vec<ClaimToHeader>,
+    pub clock_skew: Duration,
+}
+
+/// Where a rule's keys come from.
+#[derive(Debug)]
+pub enum KeySource {
+    /// Fetched with `dispatch_http_call` and cached.
+    Remote(RemoteJwks),
+    /// Inlined in the configuration (`jwks`); the only source for HMAC keys.
+    Inline(KeySet),
+}
+
+/// A JWKS (or OIDC discovery document) fetched over HTTP through an Envoy cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteJwks {
+    pub uri: HttpUri,
+    /// The Envoy cluster the call goes through.
+    pub cluster: String,
+    /// `true` when `uri` is the issuer's OpenID discovery document, which names the JWKS.
+    pub discovery: bool,
+}
+
+/// An `http(s)://authority/path` URI, split the way a dispatched call needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpUri {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    /// `host` or `host:port` as written in the URI; the call's `:authority`.
+    pub authority: String,
+    /// Path and query; `/` when the URI has none.
+    pub path: String,
+}
+
+impl HttpUri {
+    /// Parses an absolute http or https URI. Userinfo and fragments are refused.
+    pub fn parse(text: &str) -> Result<HttpUri, String> {
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| format!("{text:?} is not an absolute http(s) URI"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(format!("{text:?}: scheme must be http or https")),
+        };
+        if rest.contains('#') {
+            return Err(format!("{text:?}: fragments are not allowed"));
+        }
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(at) => rest.split_at(at),
+            None => (rest, "/"),
+        };
+        let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(format!("{text:?}: needs a host and no userinfo"));
+        }
+        let (host, port) = split_host_port(authority)
+            .ok_or_else(|| format!("{text:?}: the port is not a number from 1 to 65535"))?;
+        let host = host.to_string();
+        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_[]:".contains(&b)) {
+            return Err(format!("{text:?}: {host:?} is not a valid host"));
+        }
+        Ok(HttpUri {
+            scheme,
+            port: port.unwrap_or(default_port),
+            authority: authority.to_string(),
+            host,
+            path,
+        })
+    }
+}
+
+/// Splits `host[:port]`, including `[v6]:port`. `None` when a port is present but invalid.
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(v6_end) = authority.find(']') {
+        let (host, after) = authority.split_at(v6_end + 1);
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    match port {
+        None => Some((host, None)),
+        Some(port) => match port.parse::<u16>() {
+            Ok(p) if p > 0 => Some((host, Some(p))),
+            _ => None,
+        },
+    }
+}
+
+/// A place a token may be presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenLocation {
+    /// A request header (name lowercased) and the prefix before the token, e.g. `Bearer `.
+    Header { name: String, prefix: String },
+    /// A query parameter.
+    Param(String),
+    /// A cookie.
+    Cookie(String),
+}
+
+/// A configured claim header: its lowercased name and the claim path the name spells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimHeader {
+    pub name: String,
+    pub path: ClaimPath,
+}
+
+/// An `outputClaimToHeaders` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimToHeader {
+    pub header: String,
+    pub claim: ClaimPath,
+}
+
+/// A configuration error: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "configuration: {}", self.message)
+        } else {
+            write!(f, "configuration field {}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.to_string(), message: message.into() }
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_JWKS_CACHE_DURATION: Duration = Duration::from_secs(300);
+pub const DEFAULT_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+/// Istio's and Envoy's default token location: `Authorization: Bearer <token>`.
+pub const DEFAULT_HEADER: &str = "authorization";
+pub const DEFAULT_PREFIX: &str = "Bearer ";
+/// Istio's and Envoy's default query parameter.
+pub const DEFAULT_PARAM: &str = "access_token";
+
+const TOP_FIELDS: &[&str] = &["jwtRules", "claimHeaders", "requireToken", "maxTokenBytes"];
+const RULE_FIELDS: &[&str] = &[
+    "issuer",
+    "audiences",
+    "jwksUri",
+    "jwks",
+    "jwksCluster",
+    "timeout",
+    "jwksCacheDuration",
+    "jwksMinRefetchInterval",
+    "fromHeaders",
+    "fromParams",
+    "fromCookies",
+    "forwardOriginalToken",
+    "outputPayloadToHeader",
+    "outputClaimToHeaders",
+    "clockSkew",
+];
+
+impl FilterConfig {
+    /// Parses and validates the plugin configuration bytes.
+    pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| error("", format!("not valid JSON: {e}")))?;
+        let top = as_object(&value, "")?;
+        reject_unknown(top, TOP_FIELDS, "")?;
+
+        let rules_value = top
+            .get("jwtRules")
+            .ok_or_else(|| error("jwtRules", "is required (a list of JWT rules)"))?;
+        let rules_array = as_array(rules_value, "jwtRules")?;
+        if rules_array.is_empty() {
+            return Err(error("jwtRules", "needs at least one rule"));
+        }
+
+        let mut locations: Vec<TokenLocation> = Vec::new();
+        let mut rules = Vec::with_capacity(rules_array.len());
+        for (i, rule_value) in rules_array.iter().enumerate() {
+            let rule = parse_rule(rule_value, &format!("jwtRules[{i}]"), &mut locations)?;
+            if rules.iter().any(|r: &JwtRule| r.issuer == rule.issuer) {
+                return Err(error(
+                    &format!("jwtRules[{i}].issuer"),
+                    format!("{:?} is already used by another rule", rule.issuer),
+                ));
+            }
+            rules.push(rule);
+        }
+
+        let claim_headers = match top.get("claimHeaders") {
+            None => Vec::new(),
+            Some(v) => as_array(v, "claimHeaders")?
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let field = format!("claimHeaders[{i}]");
+                    let name = as_str(name, &field)?;
+                    let path = ClaimPath::from_claim_header(name).map_err(|m| error(&field, m))?;
+                    Ok(ClaimHeader { name: name.to_ascii_lowercase(), path })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+
+        let require_token = opt_bool(top, "requireToken", "requireToken")?.unwrap_or(false);
+        let max_token_bytes = match top.get("maxTokenBytes") {
+            None => DEFAULT_MAX_TOKEN_BYTES,
+            Some(v) => match v.as_u64() {
+                Some(n) if (64..=1 << 20).contains(&n) => n as usize,
+                _ => return Err(error("maxTokenBytes", "must be an integer from 64 to 1048576")),
+            },
+        };
+
+        let mut owned_headers: Vec<String> = Vec::new();
+        for rule in &rules {
+            let named = rule
+                .output_claim_to_headers
+                .iter()
+                .map(|c| c.header.clone())
+                .chain(rule.output_payload_to_header.clone());
+            for name in named {
+                if !owned_headers.contains(&name) {
+                    owned_headers.push(name);
+                }
+            }
+        }
+        for (name, field) in owned_headers.iter().map(|n| (n, "outputClaimToHeaders/outputPayloadToHeader")) {
+            let is_token_header = locations
+                .iter()
+                .any(|l| matches!(l, TokenLocation::Header { name: h, .. } if h == name));
+            if is_token_header {
+                return Err(error(field, format!("{name:?} is also a token location")));
+            }
+        }
+
+        Ok(FilterConfig { rules, claim_headers, require_token, max_token_bytes, locations, owned_headers })
+    }
+
+    /// `true` when no rule fetches keys, so the filter never needs the network.
+    pub fn all_keys_inline(&self) -> bool {
+        self.rules.iter().all(|r| matches!(r.keys, KeySource::Inline(_)))
+    }
+}
+
+fn parse_rule(
+    value: &Value,
+    at: &str,
+    locations: &mut Vec<TokenLocation>,
+) -> Result<JwtRule, ConfigError> {
+    let obj = as_object(value, at)?;
+    reject_unknown(obj, RULE_FIELDS, at)?;
+    let field = |name: &str| format!("{at}.{name}");
+
+    let issuer = match obj.get("issuer") {
+        Some(v) => as_str(v, &field("issuer"))?.to_string(),
+        None => return Err(error(&field("issuer"), "is required")),
+    };
+    if issuer.is_empty() {
+        return Err(error(&field("issuer"), "must not be empty"));
+    }
+
+    let audiences = opt_string_list(obj, "audiences", &field("audiences"))?;
+
+    let jwks_uri = opt_str(obj, "jwksUri", &field("jwksUri"))?;
+    let inline_jwks = opt_str(obj, "jwks", &field("jwks"))?;
+    let cluster = opt_str(obj, "jwksCluster", &field("jwksCluster"))?;
+    let keys = match (jwks_uri, inline_jwks) {
+        (Some(_), Some(_)) => {
+            return Err(error(&field("jwksUri"), "give exactly one of jwksUri and jwks, not both"))
+        }
+        (None, Some(text)) => {
+            if cluster.is_some() {
+                return Err(error(&field("jwksCluster"), "only applies with jwksUri"));
+            }
+            let set = KeySet::parse(text.as_bytes(), true)
+                .map_err(|e| error(&field("jwks"), e.to_string()))?;
+            KeySource::Inline(set)
+        }
+        (Some(uri), None) => {
+            let uri = HttpUri::parse(uri).map_err(|m| error(&field("jwksUri"), m))?;
+            KeySource::Remote(remote(uri, cluster, false, &field("jwksCluster"))?)
+        }
+        (None, None) => {
+            // OIDC discovery: the issuer publishes where its keys are.
+            let base = issuer.trim_end_matches('/');
+            let uri = HttpUri::parse(&format!("{base}/.well-known/openid-configuration")).map_err(|_| {
+                error(
+                    &field("jwksUri"),
+                    "give jwksUri or jwks; without them the issuer must be an http(s) URL for OpenID discovery",
+                )
+            })?;
+            KeySource::Remote(remote(uri, cluster, true, &field("jwksCluster"))?)
+        }
+    };
+
+    let timeout = opt_duration(obj, "timeout", &field("timeout"))?.unwrap_or(DEFAULT_TIMEOUT);
+    if timeout.is_zero() {
+        return Err(error(&field("timeout"), "must be greater than zero"));
+    }
+    let jwks_cache_duration = opt_duration(obj, "jwksCacheDuration", &field("jwksCacheDuration"))?
+        .unwrap_or(DEFAULT_JWKS_CACHE_DURATION);
+    if jwks_cache_duration < Duration::from_secs(1) {
+        return Err(error(&field("jwksCacheDuration"), "must be at least 1s"));
+    }
+    let jwks_min_refetch_interval =
+        opt_duration(obj, "jwksMinRefetchInterval", &field("jwksMinRefetchInterval"))?
+            .unwrap_or(DEFAULT_MIN_REFETCH_INTERVAL);
+    let clock_skew =
+        opt_duration(obj, "clockSkew", &field("clockSkew"))?.unwrap_or(DEFAULT_CLOCK_SKEW);
+
+    let mut rule_locations = Vec::new();
+    let has_headers = obj.contains_key("fromHeaders");
+    let has_params = obj.contains_key("fromParams");
+    let mut add = |loc: TokenLocation| {
+        let index = match locations.iter().position(|l| *l == loc) {
+            Some(i) => i,
+            None => {
+                locations.push(loc);
+                locations.len() - 1
+            }
+        };
+        if !rule_locations.contains(&index) {
+            rule_locations.push(index);
+        }
+    };
+    if let Some(v) = obj.get("fromHeaders") {
+        for (i, h) in as_array(v, &field("fromHeaders"))?.iter().enumerate() {
+            let at = format!("{at}.fromHeaders[{i}]");
+            let h = as_object(h, &at)?;
+            reject_unknown(h, &["name", "prefix"], &at)?;
+            let name = match h.get("name") {
+                Some(n) => as_str(n, &format!("{at}.name"))?,
+                None => return Err(error(&format!("{at}.name"), "is required")),
+            };
+            if !is_header_name(name) {
+                return Err(error(&format!("{at}.name"), format!("{name:?} is not a valid header name")));
+            }
+            let prefix = opt_str(h, "prefix", &format!("{at}.prefix"))?.unwrap_or("");
+            add(TokenLocation::Header { name: name.to_ascii_lowercase(), prefix: prefix.to_string() });
+        }
+    }
+    if has_params {
+        for name in opt_string_list(obj, "fromParams", &field("fromParams"))? {
+            add(TokenLocation::Param(name));
+        }
+    }
+    for name in opt_string_list(obj, "fromCookies", &field("fromCookies"))? {
+        add(TokenLocation::Cookie(name));
+    }
+    if !has_headers && !has_params {
+        // Istio and Envoy: with no header or parameter location given, use both defaults.
+        add(TokenLocation::Header { name: DEFAULT_HEADER.into(), prefix: DEFAULT_PREFIX.into() });
+        add(TokenLocation::Param(DEFAULT_PARAM.into()));
+    }
+    if rule_locations.is_empty() {
+        return Err(error(at, "has no token location (fromHeaders, fromParams, fromCookies are all empty)"));
+    }
+
+    let forward_original_token =
+        opt_bool(obj, "forwardOriginalToken", &field("forwardOriginalToken"))?.unwrap_or(false);
+    let output_payload_to_header =
+        match opt_str(obj, "outputPayloadToHeader", &field("outputPayloadToHeader"))? {
+            None => None,
+            Some(name) if is_header_name(name) => Some(name.to_ascii_lowercase()),
+            Some(name) => {
+                return Err(error(
+                    &field("outputPayloadToHeader"),
+                    format!("{name:?} is not a valid header name"),
+                ))
+            }
+        };
+    let mut output_claim_to_headers = Vec::new();
+    if let Some(v) = obj.get("outputClaimToHeaders") {
+        for (i, entry) in as_array(v, &field("outputClaimToHeaders"))?.iter().enumerate() {
+            let at = format!("{at}.outputClaimToHeaders[{i}]");
+            let entry = as_object(entry, &at)?;
+            reject_unknown(entry, &["header", "claim"], &at)?;
+            let header = match entry.get("header") {
+                Some(h) => as_str(h, &format!("{at}.header"))?,
+                None => return Err(error(&format!("{at}.header"), "is required")),
+            };
+            if !is_header_name(header) {
+                return Err(error(&format!("{at}.header"), format!("{header:?} is not a valid header name")));
+            }
+            let claim = match entry.get("claim") {
+                Some(c) => as_str(c, &format!("{at}.claim"))?,
+                None => return Err(error(&format!("{at}.claim"), "is required")),
+            };
+            let claim = ClaimPath::dotted(claim).map_err(|m| error(&format!("{at}.claim"), m))?;
+            output_claim_to_headers.push(ClaimToHeader { header: header.to_ascii_lowercase(), claim });
+        }
+    }
+
+    Ok(JwtRule {
+        issuer,
+        audiences,
+        keys,
+        timeout,
+        jwks_cache_duration,
+        jwks_min_refetch_interval,
+        locations: rule_locations,
+        forward_original_token,
+        output_payload_to_header,
+        output_claim_to_headers,
+        clock_skew,
+    })
+}
+
+fn remote(uri: HttpUri, cluster: Option<&str>, discovery: bool, field: &str) -> Result<RemoteJwks, ConfigError> {
+    let cluster = match cluster {
+        Some("") => return Err(error(field, "must not be empty")),
+        Some(c) => c.to_string(),
+        // Istio's name for the outbound cluster of a ServiceEntry host and port.
+        None => format!("outbound|{}||{}", uri.port, uri.host),
+    };
+    Ok(RemoteJwks { uri, cluster, discovery })
+}
+
+/// Parses a protobuf-JSON duration: decimal seconds with an `s` suffix (`"5s"`, `"1.5s"`),
+/// and, for convenience, whole milliseconds (`"250ms"`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms.parse::<u64>().ok().map(Duration::from_millis);
+    }
+    let secs = text.strip_suffix('s')?;
+    let (whole, frac) = secs.split_once('.').unwrap_or((secs, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) || (secs.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let whole: u64 = whole.parse().ok()?;
+    if whole > 315_576_000_000 {
+        return None; // protobuf Duration's range
+    }
+    let nanos: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
+    Some(Duration::new(whole, nanos))
+}
+
+/// RFC 7230 `token`: what a header name may contain.
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn as_object<'a>(v: &'a Value, at: &str) -> Result<&'a Map<String, Value>, ConfigError> {
+    v.as_object().ok_or_else(|| error(at, format!("expected an object, found {}", kind(v))))
+}
+
+fn as_array<'a>(v: &'a Value, at: &str) -> Result<&'a Vec<Value>, ConfigError> {
+    v.as_array().ok_or_else(|| error(at, format!("expected a list, found {}", kind(v))))
+}
+
+fn as_str<'a>(v: &'a Value, at: &str) -> Result<&'a str, ConfigError> {
+    v.as_str().ok_or_else(|| error(at, format!("expected a string, found {}", kind(v))))
+}
+
+fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, at: &str) -> Result<Option<&'a str>, ConfigError> {
+    obj.get(key).map(|v| as_str(v, at)).transpose()
+}
+
+fn opt_bool(obj: &Map<String, Value>, key: &str, at: &str) -> Result<Option<bool>, ConfigError> {
+    obj.get(key)
+        .map(|v| v.as_bool().ok_or_else(|| error(at, format!("expected true or false, found {}", kind(v)))))
+        .transpose()
+}
+
+fn opt_string_list(obj: &Map<String, Value>, key: &str, at: &str) -> Result<Vec<String>, ConfigError> {
+    match obj.get(key) {
+        None => Ok(Vec::new()),
+        Some(v) => as_array(v, at)?
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = as_str(s, &format!("{at}[{i}]"))?;
+                if s.is_empty() {
+                    return Err(error(&format!("{at}[{i}]"), "must not be empty"));
+                }
+                Ok(s.to_string())
+            })
+            .collect(),
+    }
+}
+
+fn opt_duration(obj: &Map<String, Value>, key: &str, at: &str) -> Result<Option<Duration>, ConfigError> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(v) => {
+            let text = as_str(v, at)?;
+            parse_duration(text)
+                .map(Some)
+                .ok_or_else(|| error(at, format!("{text:?} is not a duration like \"5s\" or \"1.5s\"")))
+        }
+    }
+}
+
+fn reject_unknown(obj: &Map<String, Value>, known: &[&str], at: &str) -> Result<(), ConfigError> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(unknown) => {
+            let field = if at.is_empty() { unknown.clone() } else { format!("{at}.{unknown}") };
+            Err(error(&field, format!("unknown field; expected one of: {}", known.join(", "))))
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}

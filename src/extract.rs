@@ -1,0 +1,174 @@
+//! Where tokens come from: request headers (with a prefix such as `Bearer `), query
+//! parameters and cookies, as Envoy's jwt_authn extractor reads them. Also which incoming
+//! headers belong to the filter and must be stripped before anything else.
+
+use crate::claims::is_claim_header_family;
+use crate::config::{FilterConfig, TokenLocation};
+
+/// A token as presented, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundToken {
+    /// Index into [`FilterConfig::locations`].
+    pub location: usize,
+    pub token: String,
+}
+
+/// Every token presented at any configured location, in location order. A location that
+/// appears several times (two `Authorization` headers) yields each.
+pub fn find_tokens(locations: &[TokenLocation], headers: &[(String, String)], path: &str) -> Vec<FoundToken> {
+    let mut found = Vec::new();
+    for (index, location) in locations.iter().enumerate() {
+        let mut push = |token: &str| {
+            let token = token.trim();
+            if !token.is_empty() {
+                found.push(FoundToken { location: index, token: token.to_string() });
+            }
+        };
+        match location {
+            TokenLocation::Header { name, prefix } => {
+                for (_, value) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                    // Auth schemes are case-insensitive (RFC 9110 §11.1): `bearer x` counts.
+                    if let Some(token) = strip_prefix_ignore_case(value, prefix) {
+                        push(token);
+                    }
+                }
+            }
+            TokenLocation::Param(name) => {
+                for (key, value) in query_pairs(path) {
+                    if key == name {
+                        push(value);
+                    }
+                }
+            }
+            TokenLocation::Cookie(name) => {
+                for (_, value) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("cookie")) {
+                    for pair in value.split(';') {
+                        if let Some((key, value)) = pair.trim().split_once('=') {
+                            if key == name {
+                                push(value.trim_matches('"'));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = value.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &value[prefix.len()..])
+}
+
+/// The `key=value` pairs of the query part of a request path (no percent-decoding: tokens
+/// are base64url and dots, which need none).
+pub fn query_pairs(path: &str) -> impl Iterator<Item = (&str, &str)> {
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let query = query.split_once('#').map(|(q, _)| q).unwrap_or(query);
+    query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+/// The path with every `name=...` query parameter removed.
+pub fn without_param(path: &str, name: &str) -> String {
+    let Some((base, query)) = path.split_once('?') else {
+        return path.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split_once('=').map(|(k, _)| k).unwrap_or(p) != name)
+        .collect();
+    if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
+/// `true` for an incoming header the filter owns: the whole `x-jwt-claim` family (any case,
+/// any separator) and every header a rule writes. Such headers are removed from every request
+/// before anything else, so only the filter can ever set them.
+pub fn is_owned_header(config: &FilterConfig, name: &str) -> bool {
+    is_claim_header_family(name) || config.owned_headers.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+
+    fn defaults() -> Vec<TokenLocation> {
+        vec![
+            TokenLocation::Header { name: "authorization".into(), prefix: "Bearer ".into() },
+            TokenLocation::Param("access_token".into()),
+        ]
+    }
+
+    fn tokens(found: Vec<FoundToken>) -> Vec<(usize, String)> {
+        found.into_iter().map(|f| (f.location, f.token)).collect()
+    }
+
+    #[test]
+    fn bearer_header_any_case() {
+        let h = headers(&[("authorization", "bearer a.b.c")]);
+        assert_eq!(tokens(find_tokens(&defaults(), &h, "/")), vec![(0, "a.b.c".to_string())]);
+    }
+
+    #[test]
+    fn wrong_scheme_or_empty_token_is_no_token() {
+        for value in ["Basic dXNlcjpwYXNz", "Bearer ", "Bearer", "a.b.c"] {
+            let h = headers(&[("authorization", value)]);
+            assert!(find_tokens(&defaults(), &h, "/").is_empty(), "{value}");
+        }
+    }
+
+    #[test]
+    fn query_parameter_and_header_both_found_in_location_order() {
+        let h = headers(&[("authorization", "Bearer h.h.h")]);
+        let found = find_tokens(&defaults(), &h, "/headers?x=1&access_token=q.q.q#frag");
+        assert_eq!(tokens(found), vec![(0, "h.h.h".into()), (1, "q.q.q".into())]);
+    }
+
+    #[test]
+    fn custom_header_without_prefix_and_cookie() {
+        let locations = vec![
+            TokenLocation::Header { name: "x-token".into(), prefix: String::new() },
+            TokenLocation::Cookie("session".into()),
+        ];
+        let h = headers(&[("X-Token", "t.t.t"), ("cookie", "a=1; session=c.c.c; b=2")]);
+        assert_eq!(tokens(find_tokens(&locations, &h, "/")), vec![(0, "t.t.t".into()), (1, "c.c.c".into())]);
+    }
+
+    #[test]
+    fn repeated_headers_yield_each_token() {
+        let h = headers(&[("authorization", "Bearer one"), ("authorization", "Bearer two")]);
+        assert_eq!(tokens(find_tokens(&defaults(), &h, "/")), vec![(0, "one".into()), (0, "two".into())]);
+    }
+
+    #[test]
+    fn removing_a_parameter_keeps_the_others() {
+        assert_eq!(without_param("/h?access_token=x", "access_token"), "/h");
+        assert_eq!(without_param("/h?a=1&access_token=x&b=2", "access_token"), "/h?a=1&b=2");
+        assert_eq!(without_param("/h?access_token_x=1", "access_token"), "/h?access_token_x=1");
+        assert_eq!(without_param("/h", "access_token"), "/h");
+    }
+
+    #[test]
+    fn owned_headers_cover_the_claim_family_and_rule_outputs() {
+        let config = FilterConfig::parse(
+            br#"{"jwtRules":[{"issuer":"i","jwks":"{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}",
+                "outputPayloadToHeader":"x-jwt-payload",
+                "outputClaimToHeaders":[{"header":"x-sub","claim":"sub"}]}]}"#,
+        )
+        .unwrap();
+        for name in ["x-jwt-claim.groups", "X-JWT-Claim.Groups", "x-jwt-claim-groups", "X-Jwt-Payload", "x-sub"] {
+            assert!(is_owned_header(&config, name), "{name}");
+        }
+        for name in ["authorization", "x-jwt", "host"] {
+            assert!(!is_owned_header(&config, name), "{name}");
+        }
+    }
+}

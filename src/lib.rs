@@ -1,0 +1,19 @@
+//! jwt-claims-filter: a proxy-wasm HTTP filter that validates JWTs against JWKS key sets it
+//! fetches and caches itself, and turns verified claims into request headers that Envoy
+//! routes can match.
+//!
+//! The modules follow a request: [`config`] (parsed once), [`extract`] (tokens in, owned
+//! headers out), [`verify`] (one token against one rule), [`jwks`] and [`keycache`] (keys and
+//! their lifecycle), [`claims`] (claims into header values), [`authn`] (the verdict). They are
+//! pure and tested natively; only `filter` talks to the proxy-wasm host.
+
+pub mod authn;
+pub mod claims;
+pub mod config;
+pub mod extract;
+pub mod jwks;
+pub mod keycache;
+pub mod verify;
+
+#[cfg(target_os = "wasi")]
+mod filter;
