@@ -180,3 +180,149 @@ pub fn challenge(realm: &str, rejection: Rejection) -> String {
         _ => format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeySource;
+    use crate::extract::find_tokens;
+    use crate::testkit::*;
+    use serde_json::json;
+
+    fn inline_keys<'a>(config: &'a FilterConfig) -> impl Fn(usize) -> KeysFor<'a> {
+        move |rule| match &config.rules[rule].keys {
+            KeySource::Inline(keys) => KeysFor::Ready { keys, may_refetch: false },
+            KeySource::Remote(_) => KeysFor::Pending,
+        }
+    }
+
+    fn run(config: &FilterConfig, headers: &[(&str, &str)], path: &str) -> Verdict {
+        let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let found = find_tokens(&config.locations, &headers, path);
+        authenticate(config, &found, &inline_keys(config), path, NOW)
+    }
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {}", token.trim())
+    }
+
+    #[test]
+    fn valid_token_sets_claim_headers_and_removes_the_token() {
+        let config = config_with(json!({}), json!({}));
+        let verdict = run(&config, &[("authorization", &bearer(GROUPS_SCOPE_JWT))], "/headers");
+        assert_eq!(
+            verdict,
+            Verdict::Allow(Grant {
+                set_headers: vec![("x-jwt-claim.groups".into(), "group1,group2".into())],
+                remove_headers: vec!["authorization".into()],
+                new_path: None,
+            })
+        );
+    }
+
+    #[test]
+    fn demo_token_is_valid_without_the_groups_header() {
+        let config = config_with(json!({}), json!({}));
+        let Verdict::Allow(grant) = run(&config, &[("authorization", &bearer(DEMO_JWT))], "/headers") else {
+            panic!("allow expected")
+        };
+        assert!(grant.set_headers.is_empty());
+    }
+
+    #[test]
+    fn forwarding_keeps_the_token_and_params_are_stripped_from_the_path() {
+        let config = config_with(json!({"forwardOriginalToken": true}), json!({}));
+        let Verdict::Allow(grant) = run(&config, &[("authorization", &bearer(DEMO_JWT))], "/") else { panic!() };
+        assert!(grant.remove_headers.is_empty());
+        let config = config_with(json!({}), json!({}));
+        let path = format!("/headers?a=1&access_token={}", DEMO_JWT.trim());
+        let Verdict::Allow(grant) = run(&config, &[], &path) else { panic!() };
+        assert_eq!(grant.new_path.as_deref(), Some("/headers?a=1"));
+    }
+
+    #[test]
+    fn outputs_payload_and_claims_to_headers() {
+        let config = config_with(
+            json!({"outputPayloadToHeader": "x-jwt-payload",
+                   "outputClaimToHeaders": [{"header": "x-sub", "claim": "sub"}, {"header": "x-k", "claim": "key1.key2"}]}),
+            json!({"claimHeaders": ["x-jwt-claim.key1.key2", "x-jwt-claim-key.1-key.2", "x-jwt-claim.missing"]}),
+        );
+        let token = mint_with(json!({"key1": {"key2": "v"}, "key.1": {"key.2": 7}}));
+        let Verdict::Allow(grant) = run(&config, &[("authorization", &bearer(&token))], "/") else { panic!() };
+        let payload = token.split('.').nth(1).unwrap().to_string();
+        assert_eq!(
+            grant.set_headers,
+            vec![
+                ("x-jwt-claim.key1.key2".into(), "v".into()),
+                ("x-jwt-claim-key.1-key.2".into(), "7".into()),
+                ("x-jwt-payload".into(), payload),
+                ("x-sub".into(), ISSUER.into()),
+                ("x-k".into(), "v".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_token_passes_unless_required() {
+        let config = config_with(json!({}), json!({}));
+        assert_eq!(run(&config, &[], "/"), Verdict::PassWithoutToken);
+        let config = config_with(json!({}), json!({"requireToken": true}));
+        assert_eq!(run(&config, &[], "/"), Verdict::Deny(Rejection::Missing));
+    }
+
+    #[test]
+    fn any_invalid_token_refuses_the_request() {
+        let config = config_with(json!({}), json!({}));
+        let good = bearer(GROUPS_SCOPE_JWT);
+        let expired = bearer(&mint_with(json!({"exp": NOW - 3600})));
+        assert_eq!(
+            run(&config, &[("authorization", &good), ("authorization", &expired)], "/"),
+            Verdict::Deny(Rejection::Expired)
+        );
+        assert_eq!(run(&config, &[("authorization", "Bearer some.invalid.token")], "/"), Verdict::Deny(Rejection::Malformed));
+        let other_issuer = bearer(&mint_with(json!({"iss": "someone-else"})));
+        assert_eq!(run(&config, &[("authorization", &other_issuer)], "/"), Verdict::Deny(Rejection::UnknownIssuer));
+    }
+
+    #[test]
+    fn issuer_must_match_a_rule_at_the_token_location() {
+        let config = config_with(json!({"fromHeaders": [{"name": "x-token"}]}), json!({}));
+        // Authorization is not a location of this rule: the header is simply not read.
+        assert_eq!(run(&config, &[("authorization", &bearer(DEMO_JWT))], "/"), Verdict::PassWithoutToken);
+        assert!(matches!(run(&config, &[("x-token", DEMO_JWT.trim())], "/"), Verdict::Allow(_)));
+    }
+
+    #[test]
+    fn pending_keys_wait_and_unknown_kids_wait_only_when_a_refetch_may_run() {
+        let config = config_with(json!({}), json!({}));
+        let found = vec![FoundToken { location: 0, token: GROUPS_SCOPE_JWT.trim().into() }];
+        let pending = |_: usize| KeysFor::Pending;
+        assert_eq!(authenticate(&config, &found, &pending, "/", NOW), Verdict::AwaitKeys(vec![KeyWait::FirstKeys(0)]));
+        let expired = vec![FoundToken { location: 0, token: mint_with(json!({"exp": NOW - 3600})) }];
+        assert_eq!(authenticate(&config, &expired, &pending, "/", NOW), Verdict::Deny(Rejection::Expired));
+        let unavailable = |_: usize| KeysFor::Unavailable;
+        assert_eq!(authenticate(&config, &found, &unavailable, "/", NOW), Verdict::Deny(Rejection::KeysUnavailable));
+
+        let KeySource::Inline(keys) = &config.rules[0].keys else { panic!() };
+        let rotated = vec![FoundToken {
+            location: 0,
+            token: with_segment(GROUPS_SCOPE_JWT.trim(), 0, r#"{"alg":"RS256","kid":"new"}"#),
+        }];
+        let may = |_: usize| KeysFor::Ready { keys, may_refetch: true };
+        assert_eq!(authenticate(&config, &rotated, &may, "/", NOW), Verdict::AwaitKeys(vec![KeyWait::UnknownKid(0)]));
+        let may_not = |_: usize| KeysFor::Ready { keys, may_refetch: false };
+        assert_eq!(authenticate(&config, &rotated, &may_not, "/", NOW), Verdict::Deny(Rejection::UnknownKid));
+    }
+
+    #[test]
+    fn challenges_never_carry_the_query() {
+        let realm = realm("http", "httpbin.example.com", "/headers?access_token=secret");
+        assert_eq!(realm, "http://httpbin.example.com/headers");
+        assert_eq!(challenge(&realm, Rejection::Missing), "Bearer realm=\"http://httpbin.example.com/headers\"");
+        assert_eq!(
+            challenge(&realm, Rejection::BadSignature),
+            "Bearer realm=\"http://httpbin.example.com/headers\", error=\"invalid_token\""
+        );
+        assert_eq!(super::realm("http", "a\"b", "/\r\n"), "http://a\\\"b/");
+    }
+}

@@ -111,8 +111,9 @@ pub fn is_header_value(text: &str) -> bool {
 /// `true` for every header name in the filter's `x-jwt-claim` family, in any case and with
 /// any separator: such headers are only ever written by the filter.
 pub fn is_claim_header_family(name: &str) -> bool {
-    name.len() >= CLAIM_HEADER_PREFIX.len()
-        && name.as_bytes()[..CLAIM_HEADER_PREFIX.len()].eq_ignore_ascii_case(CLAIM_HEADER_PREFIX.as_bytes())
+    name.as_bytes()
+        .get(..CLAIM_HEADER_PREFIX.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(CLAIM_HEADER_PREFIX.as_bytes()))
 }
 
 #[cfg(test)]

@@ -15,5 +15,8 @@ pub mod jwks;
 pub mod keycache;
 pub mod verify;
 
+#[cfg(test)]
+mod testkit;
+
 #[cfg(target_os = "wasi")]
 mod filter;
