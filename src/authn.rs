@@ -9,13 +9,14 @@ use crate::claims::render;
 use crate::config::{FilterConfig, TokenLocation};
 use crate::extract::{without_param, FoundToken};
 use crate::jwks::KeySet;
+use crate::tokencache::{CachedToken, TokenCache};
 use crate::verify::{check_time, decode, verify, DecodedToken, Rejection};
 
 /// What the key cache can offer a rule's tokens right now.
 pub enum KeysFor<'a> {
-    /// Keys are loaded. `may_refetch`: an unknown `kid` may wait for a refetch (the cache has
-    /// one in flight or its unknown-kid throttle allows one).
-    Ready { keys: &'a KeySet, may_refetch: bool },
+    /// Keys are loaded, of this generation. `may_refetch`: an unknown `kid` may wait for a
+    /// refetch (one is in flight, or the unknown-kid throttle allows one).
+    Ready { keys: &'a KeySet, generation: u64, may_refetch: bool },
     /// No keys yet; a fetch is (or will be) under way.
     Pending,
     /// No keys, and the last fetch failed: answer now rather than wait.
@@ -29,6 +30,14 @@ pub enum KeyWait {
     FirstKeys(usize),
     /// A token names a `kid` the rule's key set lacks: refetch in case the issuer rotated.
     UnknownKid(usize),
+}
+
+impl KeyWait {
+    pub fn rule(self) -> usize {
+        match self {
+            KeyWait::FirstKeys(rule) | KeyWait::UnknownKid(rule) => rule,
+        }
+    }
 }
 
 /// The outcome for one request.
@@ -50,67 +59,137 @@ pub struct Grant {
     pub new_path: Option<String>,
 }
 
-/// Decides a request. `keys(rule_index)` says what the cache holds for a rule.
+/// The verdict, and the tokens verified on the way (for the token cache).
+#[derive(Debug)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub newly_verified: Vec<(String, CachedToken)>,
+}
+
+impl From<Verdict> for Decision {
+    fn from(verdict: Verdict) -> Decision {
+        Decision { verdict, newly_verified: Vec::new() }
+    }
+}
+
+/// A token that passed, from the cache or just verified.
+struct Accepted<'a> {
+    presented: &'a FoundToken,
+    claims: &'a Value,
+    payload_b64: &'a str,
+    rule: usize,
+}
+
+/// Decides a request. `keys(rule_index)` says what the key cache holds for a rule; `cache`
+/// holds tokens verified before.
 pub fn authenticate<'k>(
     config: &FilterConfig,
     found: &[FoundToken],
     keys: &dyn Fn(usize) -> KeysFor<'k>,
+    cache: &TokenCache,
     path: &str,
     now_secs: u64,
-) -> Verdict {
+) -> Decision {
     if found.is_empty() {
-        return if config.require_token { Verdict::Deny(Rejection::Missing) } else { Verdict::PassWithoutToken };
+        let verdict = if config.require_token { Verdict::Deny(Rejection::Missing) } else { Verdict::PassWithoutToken };
+        return verdict.into();
     }
+    let generation = |rule: usize| match keys(rule) {
+        KeysFor::Ready { generation, .. } => Some(generation),
+        KeysFor::Pending | KeysFor::Unavailable => None,
+    };
 
-    // Structure and issuer of every token first: they need no keys, and any invalid token
-    // refuses the request (as Envoy does with several tokens).
-    let mut decoded = Vec::with_capacity(found.len());
+    // First the cache, then structure and issuer of the rest: they need no keys, and any
+    // invalid token refuses the request (as Envoy does with several tokens).
+    let mut hits: Vec<(&FoundToken, &CachedToken)> = Vec::new();
+    let mut fresh: Vec<(&FoundToken, DecodedToken<'_>, usize)> = Vec::new();
     for presented in found {
+        let hit = cache.get(&presented.token, generation).filter(|hit| {
+            config.rules.get(hit.rule).is_some_and(|rule| {
+                rule.locations.contains(&presented.location) && hit.is_current(now_secs, rule.clock_skew)
+            })
+        });
+        if let Some(hit) = hit {
+            hits.push((presented, hit));
+            continue;
+        }
         let token = match decode(&presented.token, config.max_token_bytes) {
             Ok(token) => token,
-            Err(rejection) => return Verdict::Deny(rejection),
+            Err(rejection) => return Verdict::Deny(rejection).into(),
         };
         let rule = config.rules.iter().position(|rule| {
             token.issuer() == Some(rule.issuer.as_str()) && rule.locations.contains(&presented.location)
         });
         let Some(rule) = rule else {
-            return Verdict::Deny(Rejection::UnknownIssuer);
+            return Verdict::Deny(Rejection::UnknownIssuer).into();
         };
-        decoded.push((presented, token, rule));
+        fresh.push((presented, token, rule));
     }
 
     let mut waits = Vec::new();
-    for (_, token, rule_index) in &decoded {
-        let rule_index = *rule_index;
-        let Some(rule) = config.rules.get(rule_index) else {
-            return Verdict::Deny(Rejection::UnknownIssuer);
+    let mut generations = Vec::with_capacity(fresh.len());
+    for (_, token, rule_index) in &fresh {
+        let Some(rule) = config.rules.get(*rule_index) else {
+            return Verdict::Deny(Rejection::UnknownIssuer).into();
         };
-        match keys(rule_index) {
-            KeysFor::Ready { keys, may_refetch } => match verify(token, rule, keys, now_secs) {
-                Ok(()) => {}
-                Err(Rejection::UnknownKid) if may_refetch => waits.push(KeyWait::UnknownKid(rule_index)),
-                Err(rejection) => return Verdict::Deny(rejection),
+        match keys(*rule_index) {
+            KeysFor::Ready { keys, generation, may_refetch } => match verify(token, rule, keys, now_secs) {
+                Ok(()) => generations.push(generation),
+                Err(Rejection::UnknownKid) if may_refetch => waits.push(KeyWait::UnknownKid(*rule_index)),
+                Err(rejection) => return Verdict::Deny(rejection).into(),
             },
             KeysFor::Pending => {
                 // Do not keep an expired token waiting for keys it cannot use.
                 if let Err(rejection) = check_time(token, now_secs, rule.clock_skew) {
-                    return Verdict::Deny(rejection);
+                    return Verdict::Deny(rejection).into();
                 }
-                waits.push(KeyWait::FirstKeys(rule_index));
+                waits.push(KeyWait::FirstKeys(*rule_index));
             }
-            KeysFor::Unavailable => return Verdict::Deny(Rejection::KeysUnavailable),
+            KeysFor::Unavailable => return Verdict::Deny(Rejection::KeysUnavailable).into(),
         }
     }
     if !waits.is_empty() {
         waits.dedup();
-        return Verdict::AwaitKeys(waits);
+        return Verdict::AwaitKeys(waits).into();
     }
-    Verdict::Allow(grant(config, &decoded, path))
+
+    // Location order, whichever way each token passed.
+    let mut accepted: Vec<Accepted<'_>> = hits
+        .iter()
+        .map(|(presented, hit)| Accepted { presented, claims: &hit.claims, payload_b64: &hit.payload_b64, rule: hit.rule })
+        .chain(fresh.iter().map(|(presented, token, rule)| Accepted {
+            presented,
+            claims: &token.claims,
+            payload_b64: token.payload_b64,
+            rule: *rule,
+        }))
+        .collect();
+    accepted.sort_by_key(|a| a.presented.location);
+    let verdict = Verdict::Allow(grant(config, &accepted, path));
+    drop(accepted);
+
+    let newly_verified = fresh
+        .into_iter()
+        .zip(generations)
+        .map(|((presented, token, rule), generation)| {
+            let time = |name: &str| token.claims.get(name).and_then(Value::as_u64);
+            let cached = CachedToken {
+                rule,
+                generation,
+                exp: time("exp"),
+                nbf: time("nbf"),
+                payload_b64: token.payload_b64.to_string(),
+                claims: token.claims,
+            };
+            (presented.token.clone(), cached)
+        })
+        .collect();
+    Decision { verdict, newly_verified }
 }
 
 /// Headers for verified tokens. Claim headers come from the first token (in location
 /// order); where two tokens would write one header, the first wins.
-fn grant(config: &FilterConfig, accepted: &[(&FoundToken, DecodedToken<'_>, usize)], path: &str) -> Grant {
+fn grant(config: &FilterConfig, accepted: &[Accepted<'_>], path: &str) -> Grant {
     let mut grant = Grant::default();
     let set = |grant: &mut Grant, name: &str, value: Option<&Value>| {
         let Some(value) = value else { return };
@@ -122,25 +201,25 @@ fn grant(config: &FilterConfig, accepted: &[(&FoundToken, DecodedToken<'_>, usiz
             Err(why) => log::debug!("claim header {name} not set: {why:?}"),
         }
     };
-    if let Some((_, first, _)) = accepted.first() {
+    if let Some(first) = accepted.first() {
         for header in &config.claim_headers {
-            set(&mut grant, &header.name, header.path.lookup(&first.claims));
+            set(&mut grant, &header.name, header.path.lookup(first.claims));
         }
     }
-    for (presented, token, rule_index) in accepted {
-        let Some(rule) = config.rules.get(*rule_index) else { continue };
+    for token in accepted {
+        let Some(rule) = config.rules.get(token.rule) else { continue };
         if let Some(name) = &rule.output_payload_to_header {
             if !grant.set_headers.iter().any(|(n, _)| n == name) {
                 grant.set_headers.push((name.clone(), token.payload_b64.to_string()));
             }
         }
         for output in &rule.output_claim_to_headers {
-            set(&mut grant, &output.header, output.claim.lookup(&token.claims));
+            set(&mut grant, &output.header, output.claim.lookup(token.claims));
         }
         if rule.forward_original_token {
             continue;
         }
-        match config.locations.get(presented.location) {
+        match config.locations.get(token.presented.location) {
             Some(TokenLocation::Header { name, .. }) => {
                 if !grant.remove_headers.contains(name) {
                     grant.remove_headers.push(name.clone());
@@ -191,7 +270,7 @@ mod tests {
 
     fn inline_keys<'a>(config: &'a FilterConfig) -> impl Fn(usize) -> KeysFor<'a> {
         move |rule| match &config.rules[rule].keys {
-            KeySource::Inline(keys) => KeysFor::Ready { keys, may_refetch: false },
+            KeySource::Inline(keys) => KeysFor::Ready { keys, generation: 0, may_refetch: false },
             KeySource::Remote(_) => KeysFor::Pending,
         }
     }
@@ -199,7 +278,11 @@ mod tests {
     fn run(config: &FilterConfig, headers: &[(&str, &str)], path: &str) -> Verdict {
         let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         let found = find_tokens(&config.locations, &headers, path);
-        authenticate(config, &found, &inline_keys(config), path, NOW)
+        authenticate(config, &found, &inline_keys(config), &TokenCache::new(0), path, NOW).verdict
+    }
+
+    fn decide<'k>(config: &FilterConfig, found: &[FoundToken], keys: &dyn Fn(usize) -> KeysFor<'k>) -> Verdict {
+        authenticate(config, found, keys, &TokenCache::new(0), "/", NOW).verdict
     }
 
     fn bearer(token: &str) -> String {
@@ -297,21 +380,52 @@ mod tests {
         let config = config_with(json!({}), json!({}));
         let found = vec![FoundToken { location: 0, token: GROUPS_SCOPE_JWT.trim().into() }];
         let pending = |_: usize| KeysFor::Pending;
-        assert_eq!(authenticate(&config, &found, &pending, "/", NOW), Verdict::AwaitKeys(vec![KeyWait::FirstKeys(0)]));
+        assert_eq!(decide(&config, &found, &pending), Verdict::AwaitKeys(vec![KeyWait::FirstKeys(0)]));
         let expired = vec![FoundToken { location: 0, token: mint_with(json!({"exp": NOW - 3600})) }];
-        assert_eq!(authenticate(&config, &expired, &pending, "/", NOW), Verdict::Deny(Rejection::Expired));
+        assert_eq!(decide(&config, &expired, &pending), Verdict::Deny(Rejection::Expired));
         let unavailable = |_: usize| KeysFor::Unavailable;
-        assert_eq!(authenticate(&config, &found, &unavailable, "/", NOW), Verdict::Deny(Rejection::KeysUnavailable));
+        assert_eq!(decide(&config, &found, &unavailable), Verdict::Deny(Rejection::KeysUnavailable));
 
         let KeySource::Inline(keys) = &config.rules[0].keys else { panic!() };
         let rotated = vec![FoundToken {
             location: 0,
             token: with_segment(GROUPS_SCOPE_JWT.trim(), 0, r#"{"alg":"RS256","kid":"new"}"#),
         }];
-        let may = |_: usize| KeysFor::Ready { keys, may_refetch: true };
-        assert_eq!(authenticate(&config, &rotated, &may, "/", NOW), Verdict::AwaitKeys(vec![KeyWait::UnknownKid(0)]));
-        let may_not = |_: usize| KeysFor::Ready { keys, may_refetch: false };
-        assert_eq!(authenticate(&config, &rotated, &may_not, "/", NOW), Verdict::Deny(Rejection::UnknownKid));
+        let may = |_: usize| KeysFor::Ready { keys, generation: 1, may_refetch: true };
+        assert_eq!(decide(&config, &rotated, &may), Verdict::AwaitKeys(vec![KeyWait::UnknownKid(0)]));
+        let may_not = |_: usize| KeysFor::Ready { keys, generation: 1, may_refetch: false };
+        assert_eq!(decide(&config, &rotated, &may_not), Verdict::Deny(Rejection::UnknownKid));
+    }
+
+    #[test]
+    fn verified_tokens_are_cached_until_the_key_set_changes_or_they_expire() {
+        let config = config_with(json!({}), json!({}));
+        let token = mint_with(json!({"exp": NOW + 10}));
+        let found = vec![FoundToken { location: 0, token: token.clone() }];
+        let mut cache = TokenCache::new(10);
+        let first = authenticate(&config, &found, &inline_keys(&config), &cache, "/", NOW);
+        assert!(matches!(first.verdict, Verdict::Allow(_)));
+        assert_eq!(first.newly_verified.len(), 1);
+        for (token, verified) in first.newly_verified {
+            cache.insert(&token, verified);
+        }
+        // A hit needs no keys at all, and still writes the claim headers.
+        let no_keys = |_: usize| KeysFor::Unavailable;
+        let KeySource::Inline(keys) = &config.rules[0].keys else { panic!() };
+        let same_keys = |_: usize| KeysFor::Ready { keys, generation: 0, may_refetch: false };
+        let hit = authenticate(&config, &found, &same_keys, &cache, "/", NOW);
+        assert!(hit.newly_verified.is_empty(), "served from the cache");
+        let Verdict::Allow(grant) = hit.verdict else { panic!("allow expected") };
+        assert_eq!(grant.set_headers, vec![("x-jwt-claim.groups".to_string(), "group1,group2".to_string())]);
+        assert_eq!(
+            authenticate(&config, &found, &no_keys, &cache, "/", NOW).verdict,
+            Verdict::Deny(Rejection::KeysUnavailable),
+            "no keys means no current generation: the entry does not serve"
+        );
+        let rotated = |_: usize| KeysFor::Ready { keys, generation: 1, may_refetch: false };
+        assert_eq!(authenticate(&config, &found, &rotated, &cache, "/", NOW).newly_verified.len(), 1);
+        let later = NOW + 10 + 61;
+        assert_eq!(authenticate(&config, &found, &same_keys, &cache, "/", later).verdict, Verdict::Deny(Rejection::Expired));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct FilterConfig {
     pub require_token: bool,
     /// Tokens longer than this are refused before any decoding.
     pub max_token_bytes: usize,
+    /// Verified tokens remembered per VM (0 disables the cache).
+    pub token_cache_size: usize,
     /// Every distinct place a token may come from, over all rules, in rule order.
     pub locations: Vec<TokenLocation>,
     /// Lowercased names of the headers this filter writes (besides the `x-jwt-claim` family):
@@ -193,13 +195,14 @@ pub const DEFAULT_JWKS_CACHE_DURATION: Duration = Duration::from_secs(300);
 pub const DEFAULT_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 1000;
 /// Istio's and Envoy's default token location: `Authorization: Bearer <token>`.
 pub const DEFAULT_HEADER: &str = "authorization";
 pub const DEFAULT_PREFIX: &str = "Bearer ";
 /// Istio's and Envoy's default query parameter.
 pub const DEFAULT_PARAM: &str = "access_token";
 
-const TOP_FIELDS: &[&str] = &["jwtRules", "claimHeaders", "requireToken", "maxTokenBytes"];
+const TOP_FIELDS: &[&str] = &["jwtRules", "claimHeaders", "requireToken", "maxTokenBytes", "tokenCacheSize"];
 const RULE_FIELDS: &[&str] = &[
     "issuer",
     "audiences",
@@ -270,6 +273,14 @@ impl FilterConfig {
             },
         };
 
+        let token_cache_size = match top.get("tokenCacheSize") {
+            None => DEFAULT_TOKEN_CACHE_SIZE,
+            Some(v) => match v.as_u64() {
+                Some(n) if n <= 1_000_000 => n as usize,
+                _ => return Err(error("tokenCacheSize", "must be an integer from 0 to 1000000")),
+            },
+        };
+
         let mut owned_headers: Vec<String> = Vec::new();
         for rule in &rules {
             let named = rule
@@ -292,7 +303,15 @@ impl FilterConfig {
             }
         }
 
-        Ok(FilterConfig { rules, claim_headers, require_token, max_token_bytes, locations, owned_headers })
+        Ok(FilterConfig {
+            rules,
+            claim_headers,
+            require_token,
+            max_token_bytes,
+            token_cache_size,
+            locations,
+            owned_headers,
+        })
     }
 
     /// `true` when no rule fetches keys, so the filter never needs the network.
@@ -612,7 +631,8 @@ mod tests {
           }],
           "claimHeaders": ["x-jwt-claim.groups"],
           "requireToken": false,
-          "maxTokenBytes": 4096
+          "maxTokenBytes": 4096,
+          "tokenCacheSize": 0
         }"#;
         let config = parse(json).unwrap();
         let rule = &config.rules[0];
@@ -627,6 +647,7 @@ mod tests {
         assert_eq!(config.owned_headers, vec!["x-jwt-sub", "x-jwt-payload"]);
         assert_eq!(config.claim_headers[0].name, "x-jwt-claim.groups");
         assert_eq!(config.max_token_bytes, 4096);
+        assert_eq!(config.token_cache_size, 0);
     }
 
     #[test]
@@ -639,6 +660,7 @@ mod tests {
         assert!(!rule.forward_original_token);
         assert!(!config.require_token);
         assert_eq!(config.max_token_bytes, DEFAULT_MAX_TOKEN_BYTES);
+        assert_eq!(config.token_cache_size, DEFAULT_TOKEN_CACHE_SIZE);
         assert_eq!(
             config.locations,
             vec![
@@ -701,6 +723,7 @@ mod tests {
             (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j"}],"requireToken":1}"#, "requireToken"),
             (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j"}],"maxTokenBytes":1}"#, "maxTokenBytes"),
             (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j"}],"claimHeader":[]}"#, "claimHeader"),
+            (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j"}],"tokenCacheSize":-1}"#, "tokenCacheSize"),
         ];
         for (json, field) in cases {
             assert_eq!(&err_field(json), field, "{json}");

@@ -1,13 +1,15 @@
 //! The only module that talks to the proxy-wasm host.
 //!
-//! One [`Plugin`] per VM (one per Envoy worker) holds the validated configuration, each remote
-//! rule's [`KeyCache`] and the requests paused while keys are fetched. The root context owns
-//! it, configures it and drives time (`on_tick`: scheduled refreshes, retries, deadlines);
-//! each request's [`RequestContext`] is a thin shell that hands its headers to the plugin and
-//! applies the verdict.
+//! One [`Plugin`] per VM (one per Envoy worker, plus the main thread's) holds the validated
+//! configuration, a snapshot of each remote rule's shared [`KeyRecord`] with the key set
+//! parsed from it, the verified-token cache, and the requests paused while keys are fetched.
+//! The root context owns it, configures it and drives time (`on_tick`: refreshes, retries,
+//! polling the shared record for paused requests, deadlines); each request's
+//! [`RequestContext`] is a thin shell that hands its headers to the plugin and applies the
+//! verdict.
 //!
 //! Host calls go through `hostcalls` on the *effective* context, so the same code serves a
-//! request in its own callback and a paused request resumed from a fetch callback (after
+//! request in its own callback and a paused request resumed later (after
 //! `set_effective_context`).
 
 use std::cell::RefCell;
@@ -17,18 +19,24 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::authn::{authenticate, challenge, realm, KeyWait, KeysFor, Verdict};
-use crate::config::{FilterConfig, HttpUri, KeySource, RemoteJwks};
+use crate::authn::{authenticate, challenge, realm, Decision, KeyWait, KeysFor, Verdict};
+use crate::config::{FilterConfig, HttpUri, JwtRule, KeySource, RemoteJwks};
 use crate::extract::{find_tokens, is_owned_header, FoundToken};
 use crate::jwks::KeySet;
-use crate::keycache::{Availability, KeyCache};
+use crate::keycache::{Availability, KeyPolicy, KeyRecord};
+use crate::tokencache::TokenCache;
 use crate::verify::Rejection;
 
 /// A JWKS or discovery document larger than this is a failed fetch, not something to parse.
 const MAX_FETCH_BODY_BYTES: usize = 256 * 1024;
-const TICK_PERIOD: Duration = Duration::from_millis(500);
+/// Background work (refresh, retry) needs no finer clock than this.
+const IDLE_TICK: Duration = Duration::from_millis(500);
+/// While requests wait for keys another worker may be fetching, poll the shared record often.
+const WAITING_TICK: Duration = Duration::from_millis(20);
+/// Compare-and-swap attempts on a shared record before giving up for this round.
+const CAS_ATTEMPTS: usize = 8;
 
 proxy_wasm::main! {{
     // Host calls are not allowed here; on_vm_start takes Envoy's log level.
@@ -40,7 +48,7 @@ fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Counters in Envoy's stats (`wasmcustom.jwt_claims_filter.*`). Defined by name in every
@@ -92,14 +100,118 @@ struct WaitingRequest {
     deadline_ms: u64,
 }
 
+/// One remote rule's view of its shared key record.
+struct RemoteKeys {
+    /// The shared-data key: one record per (cluster, URI) per Envoy process.
+    shared_key: String,
+    policy: KeyPolicy,
+    /// The record as last read or written by this VM.
+    record: KeyRecord,
+    /// The key set parsed from the record's JWKS, with its generation.
+    loaded: Option<(u64, KeySet)>,
+}
+
+impl RemoteKeys {
+    fn new(rule: &JwtRule, remote: &RemoteJwks) -> RemoteKeys {
+        RemoteKeys {
+            shared_key: format!("jwt_claims_filter.jwks|{}|{}://{}{}", remote.cluster, remote.uri.scheme, remote.uri.authority, remote.uri.path),
+            policy: KeyPolicy {
+                cache_duration: rule.jwks_cache_duration,
+                min_refetch_interval: rule.jwks_min_refetch_interval,
+                fetch_timeout: rule.timeout,
+            },
+            record: KeyRecord::default(),
+            loaded: None,
+        }
+    }
+
+    /// Takes a record as current, parsing its JWKS if this VM has not seen that generation.
+    fn adopt(&mut self, record: KeyRecord) {
+        if let Some(cached) = record.keys() {
+            if self.loaded.as_ref().map(|(generation, _)| *generation) != Some(cached.generation) {
+                match KeySet::parse(cached.jwks.as_bytes(), false) {
+                    Ok(keys) => self.loaded = Some((cached.generation, keys)),
+                    Err(e) => log::warn!("jwks: shared key set unusable: {e}"),
+                }
+            }
+        }
+        self.record = record;
+    }
+
+    /// Re-reads the shared record.
+    fn sync(&mut self) {
+        let (record, _) = read_record(&self.shared_key);
+        self.adopt(record);
+    }
+
+    /// Applies `change` to the shared record by compare-and-swap; `change` returns whether it
+    /// changed anything (and so whether to write). Returns `true` when a change was written.
+    fn update(&mut self, mut change: impl FnMut(&mut KeyRecord) -> bool) -> bool {
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut record, cas) = read_record(&self.shared_key);
+            if !change(&mut record) {
+                self.adopt(record);
+                return false;
+            }
+            match hostcalls::set_shared_data(&self.shared_key, Some(&record.encode()), cas) {
+                Ok(()) => {
+                    self.adopt(record);
+                    return true;
+                }
+                Err(Status::CasMismatch) => continue, // another worker wrote first: re-read
+                Err(status) => {
+                    log::warn!("jwks: cannot write shared data ({status:?})");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    fn keys_for(&self, now_ms: u64) -> KeysFor<'_> {
+        match self.record.availability(now_ms) {
+            Availability::Keys(_) => match &self.loaded {
+                Some((generation, keys)) => KeysFor::Ready {
+                    keys,
+                    generation: *generation,
+                    may_refetch: self.record.may_refetch_for_unknown_kid(now_ms, &self.policy),
+                },
+                None => KeysFor::Unavailable,
+            },
+            Availability::Pending => KeysFor::Pending,
+            Availability::Unavailable => KeysFor::Unavailable,
+        }
+    }
+}
+
+/// The shared record and its CAS token; an empty record when there is none (or it is not
+/// one this version understands).
+fn read_record(key: &str) -> (KeyRecord, Option<u32>) {
+    match hostcalls::get_shared_data(key) {
+        Ok((Some(bytes), cas)) => (KeyRecord::decode(&bytes).unwrap_or_default(), cas),
+        Ok((None, cas)) => (KeyRecord::default(), cas),
+        Err(_) => (KeyRecord::default(), None),
+    }
+}
+
+/// Why a fetch is being started.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FetchReason {
+    /// First keys, scheduled refresh, or retry: only when the record says one is due.
+    Due,
+    /// A token named a `kid` the set lacks: throttled by `jwksMinRefetchInterval`.
+    UnknownKid,
+}
+
 struct Plugin {
     config: FilterConfig,
     /// Per rule; `None` for rules with inline keys.
-    caches: Vec<Option<KeyCache>>,
+    remotes: Vec<Option<RemoteKeys>>,
     /// Per rule: the `jwks_uri` an OpenID discovery document named.
     discovered: Vec<Option<HttpUri>>,
     fetches: HashMap<u32, Fetch>,
     waiting: Vec<WaitingRequest>,
+    tokens: TokenCache,
     metrics: Metrics,
 }
 
@@ -107,78 +219,99 @@ type SharedPlugin = Rc<RefCell<Plugin>>;
 
 impl Plugin {
     fn new(config: FilterConfig) -> Plugin {
-        let caches = config
+        let remotes = config
             .rules
             .iter()
-            .map(|rule| match rule.keys {
-                KeySource::Remote(_) => Some(KeyCache::new(rule.jwks_cache_duration, rule.jwks_min_refetch_interval)),
+            .map(|rule| match &rule.keys {
+                KeySource::Remote(remote) => Some(RemoteKeys::new(rule, remote)),
                 KeySource::Inline(_) => None,
             })
             .collect();
         let discovered = vec![None; config.rules.len()];
-        Plugin { config, caches, discovered, fetches: HashMap::new(), waiting: Vec::new(), metrics: Metrics::define() }
+        let tokens = TokenCache::new(config.token_cache_size);
+        Plugin { config, remotes, discovered, fetches: HashMap::new(), waiting: Vec::new(), tokens, metrics: Metrics::define() }
     }
 
-    /// The verdict for a request's tokens with the keys held now.
-    fn decide(&self, found: &[FoundToken], path: &str, now_ms: u64) -> Verdict {
+    fn remote(&self, rule: usize) -> Option<&RemoteKeys> {
+        self.remotes.get(rule).and_then(Option::as_ref)
+    }
+
+    fn remote_mut(&mut self, rule: usize) -> Option<&mut RemoteKeys> {
+        self.remotes.get_mut(rule).and_then(Option::as_mut)
+    }
+
+    /// The verdict for a request's tokens with the keys and cached tokens held now.
+    fn decide(&self, found: &[FoundToken], path: &str, now_ms: u64) -> Decision {
         let keys = |rule: usize| -> KeysFor<'_> {
-            match (self.config.rules.get(rule).map(|r| &r.keys), self.caches.get(rule)) {
-                (Some(KeySource::Inline(keys)), _) => KeysFor::Ready { keys, may_refetch: false },
-                (_, Some(Some(cache))) => match cache.availability(now_ms) {
-                    Availability::Keys(keys) => {
-                        KeysFor::Ready { keys, may_refetch: cache.may_refetch_for_unknown_kid(now_ms) }
-                    }
-                    Availability::Pending => KeysFor::Pending,
-                    Availability::Unavailable => KeysFor::Unavailable,
-                },
+            match (self.config.rules.get(rule).map(|r| &r.keys), self.remote(rule)) {
+                (Some(KeySource::Inline(keys)), _) => KeysFor::Ready { keys, generation: 0, may_refetch: false },
+                (_, Some(remote)) => remote.keys_for(now_ms),
                 _ => KeysFor::Unavailable,
             }
         };
-        authenticate(&self.config, found, &keys, path, now_ms / 1000)
+        authenticate(&self.config, found, &keys, &self.tokens, path, now_ms / 1000)
     }
 
-    /// Decides, starting the fetches a wait needs. A wait with no fetch in flight (the
-    /// dispatch failed at once) is decided again, which then answers from the cache state.
-    fn resolve(&mut self, found: &[FoundToken], path: &str, now_ms: u64) -> Verdict {
-        let mut verdict = self.decide(found, path, now_ms);
-        for _ in 0..2 {
-            let Verdict::AwaitKeys(waits) = &verdict else { return verdict };
-            for wait in waits.clone() {
-                self.start_fetch_for(wait, now_ms);
+    /// Decides; a wait first re-reads the shared record (another worker may hold the keys
+    /// already), then starts the fetches it needs. A wait with no fetch in flight (the
+    /// dispatch failed, the refetch is throttled) is decided again, which then answers.
+    fn resolve(&mut self, found: &[FoundToken], path: &str, now_ms: u64) -> Decision {
+        let mut decision = self.decide(found, path, now_ms);
+        for attempt in 0..3 {
+            let Verdict::AwaitKeys(waits) = &decision.verdict else { break };
+            let waits = waits.clone();
+            for wait in &waits {
+                if attempt == 0 {
+                    if let Some(remote) = self.remote_mut(wait.rule()) {
+                        remote.sync();
+                    }
+                } else {
+                    self.start_fetch_for(*wait, now_ms);
+                }
             }
-            let all_in_flight = waits.iter().all(|w| self.cache(rule_of(*w)).is_some_and(KeyCache::is_fetching));
-            if all_in_flight {
-                return verdict;
+            let all_in_flight =
+                waits.iter().all(|w| self.remote(w.rule()).is_some_and(|r| r.record.is_fetching(now_ms)));
+            if attempt > 0 && all_in_flight {
+                break;
             }
-            verdict = self.decide(found, path, now_ms);
+            decision = self.decide(found, path, now_ms);
         }
-        verdict
-    }
-
-    fn cache(&self, rule: usize) -> Option<&KeyCache> {
-        self.caches.get(rule).and_then(Option::as_ref)
+        if let Verdict::Allow(_) = decision.verdict {
+            for (token, verified) in std::mem::take(&mut decision.newly_verified) {
+                self.tokens.insert(&token, verified);
+            }
+        }
+        decision
     }
 
     fn start_fetch_for(&mut self, wait: KeyWait, now_ms: u64) {
         match wait {
-            KeyWait::FirstKeys(rule) => {
-                if self.cache(rule).is_some_and(|c| c.fetch_due(now_ms)) {
-                    self.start_fetch(rule, now_ms);
-                }
-            }
-            KeyWait::UnknownKid(rule) => {
-                let start = self.caches.get_mut(rule).and_then(Option::as_mut).is_some_and(|c| c.note_unknown_kid_refetch(now_ms));
-                if start {
-                    Metrics::bump(self.metrics.unknown_kid_refetch);
-                    log::info!("jwks: unknown kid for rule {rule}, refetching");
-                    self.start_fetch(rule, now_ms);
-                }
-            }
+            KeyWait::FirstKeys(rule) => self.start_fetch(rule, FetchReason::Due, now_ms),
+            KeyWait::UnknownKid(rule) => self.start_fetch(rule, FetchReason::UnknownKid, now_ms),
         }
     }
 
-    /// Dispatches the next fetch for a rule: the JWKS, or first the discovery document.
-    fn start_fetch(&mut self, rule_index: usize, now_ms: u64) {
+    /// Takes the rule's fetch lease if `reason` allows it now, and dispatches the fetch.
+    /// Whoever holds the lease fetches; every other worker waits for the record to change.
+    fn start_fetch(&mut self, rule: usize, reason: FetchReason, now_ms: u64) {
+        let Some(remote) = self.remote_mut(rule) else { return };
+        let policy = remote.policy;
+        let leased = remote.update(|record| match reason {
+            FetchReason::Due => record.fetch_due(now_ms) && record.begin_fetch(now_ms, &policy),
+            FetchReason::UnknownKid => record.begin_unknown_kid_refetch(now_ms, &policy),
+        });
+        if !leased {
+            return;
+        }
+        if reason == FetchReason::UnknownKid {
+            Metrics::bump(self.metrics.unknown_kid_refetch);
+            log::info!("jwks: rule {rule}: a token names an unknown kid, refetching");
+        }
+        self.dispatch(rule, now_ms);
+    }
+
+    /// Dispatches the next request of a rule's fetch: the JWKS, or first the discovery document.
+    fn dispatch(&mut self, rule_index: usize, now_ms: u64) {
         let Some(rule) = self.config.rules.get(rule_index) else { return };
         let KeySource::Remote(remote) = &rule.keys else { return };
         let (uri, cluster, discovery) = match (remote.discovery, self.discovered.get(rule_index).cloned().flatten()) {
@@ -200,9 +333,6 @@ impl Plugin {
             Ok(token) => {
                 log::debug!("jwks: fetching {}://{}{} via cluster {cluster}", uri.scheme, uri.authority, uri.path);
                 self.fetches.insert(token, Fetch { rule: rule_index, discovery });
-                if let Some(cache) = self.caches.get_mut(rule_index).and_then(Option::as_mut) {
-                    cache.fetch_started(now_ms);
-                }
             }
             Err(status) => {
                 log::warn!("jwks: cannot dispatch to cluster {cluster:?} ({status:?}); is the cluster defined?");
@@ -213,9 +343,13 @@ impl Plugin {
 
     fn fetch_failed(&mut self, rule: usize, now_ms: u64) {
         Metrics::bump(self.metrics.fetch_failure);
-        if let Some(cache) = self.caches.get_mut(rule).and_then(Option::as_mut) {
-            cache.fetch_failed(now_ms);
-            log::info!("jwks: rule {rule} will retry in {:?}", cache.retry_delay());
+        if let Some(remote) = self.remote_mut(rule) {
+            let policy = remote.policy;
+            remote.update(|record| {
+                record.fetch_failed(now_ms, &policy);
+                true
+            });
+            log::info!("jwks: rule {rule} will retry in {:?}", remote.record.retry_delay(&policy));
         }
     }
 
@@ -224,10 +358,11 @@ impl Plugin {
     fn on_fetch_response(&mut self, token: u32, body_size: usize, now_ms: u64) -> bool {
         let Some(fetch) = self.fetches.remove(&token) else { return false };
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
-        let body = if status.as_deref() == Some("200") && body_size <= MAX_FETCH_BODY_BYTES {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten()
-        } else {
-            None
+        let body = match status.as_deref() {
+            Some("200") if body_size <= MAX_FETCH_BODY_BYTES => {
+                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten()
+            }
+            _ => None,
         };
         let outcome = match (status.as_deref(), body) {
             (None, _) => Err("no response (connection failure or timeout)".to_string()),
@@ -235,23 +370,31 @@ impl Plugin {
                 Err(format!("body of {body_size} bytes exceeds {MAX_FETCH_BODY_BYTES}"))
             }
             (Some("200"), None) => Err("empty body".to_string()),
-            (Some("200"), Some(body)) if fetch.discovery => self.take_discovery(fetch.rule, &body),
-            (Some("200"), Some(body)) => KeySet::parse(&body, false).map(Some).map_err(|e| e.to_string()),
+            (Some("200"), Some(body)) if fetch.discovery => self.take_discovery(fetch.rule, &body).map(|()| None),
+            (Some("200"), Some(body)) => match (KeySet::parse(&body, false), String::from_utf8(body)) {
+                (Ok(keys), Ok(text)) => Ok(Some((keys, text))),
+                (Err(e), _) => Err(e.to_string()),
+                (_, Err(_)) => Err("the JWKS is not UTF-8".to_string()),
+            },
             (Some(other), _) => Err(format!("HTTP status {other}")),
         };
         match outcome {
-            Ok(Some(keys)) => {
+            Ok(Some((keys, text))) => {
                 Metrics::bump(self.metrics.fetch_success);
                 for skipped in &keys.skipped {
                     log::warn!("jwks: rule {}: skipped {skipped}", fetch.rule);
                 }
                 log::info!("jwks: rule {} loaded {} keys", fetch.rule, keys.len());
-                if let Some(cache) = self.caches.get_mut(fetch.rule).and_then(Option::as_mut) {
-                    cache.fetch_succeeded(keys, now_ms);
+                if let Some(remote) = self.remote_mut(fetch.rule) {
+                    let policy = remote.policy;
+                    remote.update(|record| {
+                        record.fetch_succeeded(text.clone(), now_ms, &policy);
+                        true
+                    });
                 }
             }
-            // Discovery answered: now fetch the JWKS it names (the cache stays "fetching").
-            Ok(None) => self.start_fetch(fetch.rule, now_ms),
+            // Discovery answered: now fetch the JWKS it names (the lease is still ours).
+            Ok(None) => self.dispatch(fetch.rule, now_ms),
             Err(why) => {
                 log::warn!("jwks: fetch for rule {} failed: {why}", fetch.rule);
                 self.fetch_failed(fetch.rule, now_ms);
@@ -261,14 +404,15 @@ impl Plugin {
     }
 
     /// Reads `jwks_uri` from an OpenID discovery document.
-    fn take_discovery(&mut self, rule: usize, body: &[u8]) -> Result<Option<KeySet>, String> {
-        let doc: serde_json::Value = serde_json::from_slice(body).map_err(|_| "discovery document is not JSON".to_string())?;
+    fn take_discovery(&mut self, rule: usize, body: &[u8]) -> Result<(), String> {
+        let doc: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| "discovery document is not JSON".to_string())?;
         let uri = doc.get("jwks_uri").and_then(|v| v.as_str()).ok_or("discovery document has no jwks_uri")?;
         let uri = HttpUri::parse(uri).map_err(|e| format!("discovery jwks_uri: {e}"))?;
         if let Some(slot) = self.discovered.get_mut(rule) {
             *slot = Some(uri);
         }
-        Ok(None)
+        Ok(())
     }
 
     /// Decides every paused request again; answers those that no longer wait or whose
@@ -278,9 +422,8 @@ impl Plugin {
         if self.waiting.is_empty() {
             return;
         }
-        let waiting = std::mem::take(&mut self.waiting);
-        for request in waiting {
-            let mut verdict = self.resolve(&request.found, &request.path, now_ms);
+        for request in std::mem::take(&mut self.waiting) {
+            let mut verdict = self.resolve(&request.found, &request.path, now_ms).verdict;
             if matches!(verdict, Verdict::AwaitKeys(_)) {
                 if now_ms < request.deadline_ms {
                     self.waiting.push(request);
@@ -296,6 +439,13 @@ impl Plugin {
             }
         }
         let _ = hostcalls::set_effective_context(current);
+    }
+
+    /// Poll fast while requests wait or first keys are on their way, slowly otherwise.
+    fn set_tick(&self, now_ms: u64) {
+        let first_keys_pending = self.remotes.iter().flatten().any(|r| r.record.availability(now_ms) == Availability::Pending);
+        let period = if self.waiting.is_empty() && !first_keys_pending { IDLE_TICK } else { WAITING_TICK };
+        let _ = hostcalls::set_tick_period(period);
     }
 
     /// Applies a verdict to the effective context's request.
@@ -354,12 +504,12 @@ impl Plugin {
             return Action::Continue;
         }
         let now_ms = now_ms();
-        let realm = realm(header(":scheme"), header(":authority"), path);
-        match self.resolve(&found, path, now_ms) {
+        let realm = || realm(header(":scheme"), header(":authority"), path);
+        match self.resolve(&found, path, now_ms).verdict {
             Verdict::AwaitKeys(waits) => {
                 let wait_for = waits
                     .iter()
-                    .filter_map(|w| self.config.rules.get(rule_of(*w)))
+                    .filter_map(|w| self.config.rules.get(w.rule()))
                     .map(|r| r.timeout)
                     .max()
                     .unwrap_or_default();
@@ -368,39 +518,31 @@ impl Plugin {
                     context_id,
                     found,
                     path: path.to_string(),
-                    realm,
-                    deadline_ms: now_ms + wait_for.as_millis() as u64,
+                    realm: realm(),
+                    deadline_ms: now_ms + u64::try_from(wait_for.as_millis()).unwrap_or(u64::MAX),
                 });
+                self.set_tick(now_ms);
                 Action::Pause
             }
-            verdict => self.apply(verdict, &realm),
+            Verdict::Deny(rejection) => self.apply(Verdict::Deny(rejection), &realm()),
+            verdict => self.apply(verdict, ""),
         }
     }
 
-    /// Background work: scheduled refreshes, retries, a watchdog for lost fetches, deadlines.
+    /// Background work: follow the shared records, start due fetches (refresh, retry, a lease
+    /// that ran out), then decide the paused requests again.
     fn on_tick(&mut self, root_id: u32) {
         let now_ms = now_ms();
-        for rule in 0..self.config.rules.len() {
-            let timeout = self.config.rules.get(rule).map_or(Duration::ZERO, |r| r.timeout);
-            let Some(cache) = self.cache(rule) else { continue };
-            // A fetch whose callback never came (its initiating request went away first).
-            let lost = cache.fetching_since().is_some_and(|since| now_ms > since + timeout.as_millis() as u64 + 1000);
-            if lost {
-                self.fetches.retain(|_, f| f.rule != rule);
-                log::warn!("jwks: fetch for rule {rule} got no answer in time");
-                self.fetch_failed(rule, now_ms);
-            }
-            if self.cache(rule).is_some_and(|c| c.fetch_due(now_ms)) {
-                self.start_fetch(rule, now_ms);
+        for rule in 0..self.remotes.len() {
+            if let Some(remote) = self.remote_mut(rule) {
+                remote.sync();
+                if remote.record.fetch_due(now_ms) {
+                    self.start_fetch(rule, FetchReason::Due, now_ms);
+                }
             }
         }
         self.wake_waiting(now_ms, root_id);
-    }
-}
-
-fn rule_of(wait: KeyWait) -> usize {
-    match wait {
-        KeyWait::FirstKeys(rule) | KeyWait::UnknownKid(rule) => rule,
+        self.set_tick(now_ms);
     }
 }
 
@@ -455,16 +597,10 @@ impl RootContext for PluginRoot {
         let needs_fetching = !config.all_keys_inline();
         let plugin = Rc::new(RefCell::new(Plugin::new(config)));
         if needs_fetching {
-            // Fetch now so the first request finds keys; the tick retries if this fails.
-            if let Ok(mut p) = plugin.try_borrow_mut() {
-                let now = now_ms();
-                for rule in 0..p.config.rules.len() {
-                    if p.cache(rule).is_some() {
-                        p.start_fetch(rule, now);
-                    }
-                }
-            }
-            let _ = hostcalls::set_tick_period(TICK_PERIOD);
+            // The first fetch starts on the first tick, not here: a call dispatched during
+            // configuration can be lost (the main thread's clusters are not up yet), and a lost
+            // call would hold the fetch lease until it runs out.
+            let _ = hostcalls::set_tick_period(WAITING_TICK);
         }
         log::info!("jwt-claims-filter configured");
         self.plugin = Some(plugin);

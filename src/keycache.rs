@@ -1,105 +1,122 @@
-//! The lifecycle of one rule's remote key set, as an explicit state machine.
+//! The lifecycle of one remote key set, as an explicit state machine.
 //!
 //! Like Envoy's jwks_cache / jwks_async_fetcher: fetch before the first request needs keys,
 //! refresh in the background before the cache duration runs out, keep the last good keys when
 //! a fetch fails and retry soon with backoff, and refetch (throttled) when a token names a
-//! `kid` the set lacks, since that is how a key rotation shows up. Time is a parameter
-//! (milliseconds since the epoch) so every transition is tested natively.
+//! `kid` the set lacks, since that is how a key rotation shows up.
+//!
+//! Unlike them, the state is one [`KeyRecord`] per Envoy *process*: the filter keeps it in
+//! proxy-wasm shared data and changes it only by compare-and-swap, so the worker VMs share one
+//! key set and one fetch. A fetch is a lease (`Fetching { lease_until_ms }`): whoever moves the
+//! record into `Fetching` fetches; everyone else waits for the record to change, and takes
+//! over if the lease runs out (its VM went away, its callback was lost).
+//!
+//! Pure: time is a parameter (milliseconds since the epoch) and the record encodes to bytes.
 
-use std::rc::Rc;
 use std::time::Duration;
 
-use crate::jwks::KeySet;
+use serde_json::{json, Value};
 
 /// First retry after a failure; doubles per consecutive failure, capped at the cache
 /// duration.
 pub const FIRST_RETRY: Duration = Duration::from_millis(500);
 
-/// Keys that were fetched, and when they should be refreshed.
-#[derive(Debug, Clone)]
+/// A fetch lease outlives the fetch's own timeout by this much before others take over.
+const LEASE_GRACE: Duration = Duration::from_secs(1);
+
+/// The rule's settings that shape the lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPolicy {
+    pub cache_duration: Duration,
+    pub min_refetch_interval: Duration,
+    pub fetch_timeout: Duration,
+}
+
+/// A fetched JWKS document and its schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedKeys {
-    pub keys: Rc<KeySet>,
+    /// Bumped on every successful fetch: a VM re-parses the document only when it changes.
+    pub generation: u64,
+    /// The JWKS document as fetched (already checked to hold a usable key).
+    pub jwks: String,
     pub fetched_at_ms: u64,
     /// When a background refresh is due (after a failure: when the retry is due).
     pub refresh_at_ms: u64,
 }
 
-/// Where a rule's key set is in its lifecycle.
-#[derive(Debug, Clone)]
+/// Where a key set is in its lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyState {
     /// Never fetched.
     Empty,
     /// A fetch is in flight; `previous` keys (if any) keep serving meanwhile.
-    Fetching { since_ms: u64, previous: Option<CachedKeys> },
+    Fetching { since_ms: u64, lease_until_ms: u64, previous: Option<CachedKeys> },
     /// Keys are loaded.
     Loaded(CachedKeys),
     /// No keys, and the last fetch failed; the next try is due at `retry_at_ms`.
     Unavailable { retry_at_ms: u64 },
 }
 
-/// The cache for one rule: its state plus the counters that shape retries and refetches.
-#[derive(Debug, Clone)]
-pub struct KeyCache {
-    state: KeyState,
-    cache_duration: Duration,
-    min_refetch_interval: Duration,
-    consecutive_failures: u32,
-    last_unknown_kid_refetch_ms: Option<u64>,
+/// The shared record: the state plus the counters that shape retries and refetches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub state: KeyState,
+    /// Successful fetches so far; the next success gets this plus one as its generation.
+    pub generations: u64,
+    pub consecutive_failures: u32,
+    pub last_unknown_kid_refetch_ms: Option<u64>,
+}
+
+impl Default for KeyRecord {
+    fn default() -> Self {
+        KeyRecord { state: KeyState::Empty, generations: 0, consecutive_failures: 0, last_unknown_kid_refetch_ms: None }
+    }
 }
 
 /// What a request can use right now.
-pub enum Availability<'a> {
-    Keys(&'a KeySet),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Keys of this generation.
+    Keys(u64),
     /// Nothing yet, but a fetch is in flight or due: wait for it.
     Pending,
     Unavailable,
 }
 
-impl KeyCache {
-    pub fn new(cache_duration: Duration, min_refetch_interval: Duration) -> KeyCache {
-        KeyCache {
-            state: KeyState::Empty,
-            cache_duration,
-            min_refetch_interval,
-            consecutive_failures: 0,
-            last_unknown_kid_refetch_ms: None,
-        }
-    }
-
-    pub fn state(&self) -> &KeyState {
-        &self.state
-    }
-
-    /// The keys a request may use at `now_ms`.
-    pub fn availability(&self, now_ms: u64) -> Availability<'_> {
+impl KeyRecord {
+    /// The keys currently serving, if any.
+    pub fn keys(&self) -> Option<&CachedKeys> {
         match &self.state {
-            KeyState::Loaded(cached) | KeyState::Fetching { previous: Some(cached), .. } => Availability::Keys(&cached.keys),
-            KeyState::Empty | KeyState::Fetching { previous: None, .. } => Availability::Pending,
-            // Once the retry is due, a request starts the next try and waits for it.
-            KeyState::Unavailable { retry_at_ms } if now_ms >= *retry_at_ms => Availability::Pending,
-            KeyState::Unavailable { .. } => Availability::Unavailable,
+            KeyState::Loaded(cached) | KeyState::Fetching { previous: Some(cached), .. } => Some(cached),
+            _ => None,
         }
     }
 
-    /// `true` when a fetch should start now: first fetch, scheduled refresh, or retry.
+    /// What a request may use at `now_ms`.
+    pub fn availability(&self, now_ms: u64) -> Availability {
+        if let Some(cached) = self.keys() {
+            return Availability::Keys(cached.generation);
+        }
+        match self.state {
+            // Once the retry is due, a request starts the next try and waits for it.
+            KeyState::Unavailable { retry_at_ms } if now_ms < retry_at_ms => Availability::Unavailable,
+            _ => Availability::Pending,
+        }
+    }
+
+    /// A fetch holds the lease at `now_ms`.
+    pub fn is_fetching(&self, now_ms: u64) -> bool {
+        matches!(self.state, KeyState::Fetching { lease_until_ms, .. } if now_ms < lease_until_ms)
+    }
+
+    /// `true` when a fetch should start now: first fetch, scheduled refresh, retry, or a
+    /// lease that ran out.
     pub fn fetch_due(&self, now_ms: u64) -> bool {
         match &self.state {
             KeyState::Empty => true,
-            KeyState::Fetching { .. } => false,
+            KeyState::Fetching { lease_until_ms, .. } => now_ms >= *lease_until_ms,
             KeyState::Loaded(cached) => now_ms >= cached.refresh_at_ms,
             KeyState::Unavailable { retry_at_ms } => now_ms >= *retry_at_ms,
-        }
-    }
-
-    pub fn is_fetching(&self) -> bool {
-        matches!(self.state, KeyState::Fetching { .. })
-    }
-
-    /// When the in-flight fetch started, if there is one.
-    pub fn fetching_since(&self) -> Option<u64> {
-        match self.state {
-            KeyState::Fetching { since_ms, .. } => Some(since_ms),
-            _ => None,
         }
     }
 
@@ -107,63 +124,142 @@ impl KeyCache {
     /// last unknown-kid refetch is at least `min_refetch_interval` ago. Counted between
     /// unknown-kid refetches, not from the scheduled refresh, so a key published just after a
     /// refresh is still picked up at once.
-    pub fn may_refetch_for_unknown_kid(&self, now_ms: u64) -> bool {
-        self.is_fetching()
+    pub fn may_refetch_for_unknown_kid(&self, now_ms: u64, policy: &KeyPolicy) -> bool {
+        self.is_fetching(now_ms)
             || self
                 .last_unknown_kid_refetch_ms
-                .is_none_or(|last| now_ms.saturating_sub(last) >= self.min_refetch_interval.as_millis() as u64)
+                .is_none_or(|last| now_ms.saturating_sub(last) >= millis(policy.min_refetch_interval))
     }
 
-    /// Records an unknown-kid refetch; returns `true` if the caller should start a fetch
-    /// (none is in flight).
-    pub fn note_unknown_kid_refetch(&mut self, now_ms: u64) -> bool {
-        if self.is_fetching() {
+    /// Takes the fetch lease. `false` when another fetch holds it.
+    pub fn begin_fetch(&mut self, now_ms: u64, policy: &KeyPolicy) -> bool {
+        if self.is_fetching(now_ms) {
             return false;
         }
-        self.last_unknown_kid_refetch_ms = Some(now_ms);
+        let previous = self.take_keys();
+        let lease_until_ms = now_ms + millis(policy.fetch_timeout) + millis(LEASE_GRACE);
+        self.state = KeyState::Fetching { since_ms: now_ms, lease_until_ms, previous };
         true
     }
 
-    /// A fetch was dispatched.
-    pub fn fetch_started(&mut self, now_ms: u64) {
-        let previous = match std::mem::replace(&mut self.state, KeyState::Empty) {
-            KeyState::Loaded(cached) => Some(cached),
-            KeyState::Fetching { previous, .. } => previous,
-            KeyState::Empty | KeyState::Unavailable { .. } => None,
-        };
-        self.state = KeyState::Fetching { since_ms: now_ms, previous };
+    /// Takes the lease for an unknown-kid refetch, if the throttle allows one and no fetch is
+    /// in flight. `false` means: join the fetch in flight, or (throttled) refuse the token.
+    pub fn begin_unknown_kid_refetch(&mut self, now_ms: u64, policy: &KeyPolicy) -> bool {
+        if self.is_fetching(now_ms) || !self.may_refetch_for_unknown_kid(now_ms, policy) {
+            return false;
+        }
+        self.last_unknown_kid_refetch_ms = Some(now_ms);
+        self.begin_fetch(now_ms, policy)
     }
 
-    /// A fetch returned a usable key set.
-    pub fn fetch_succeeded(&mut self, keys: KeySet, now_ms: u64) {
+    /// A fetch returned a usable key set. Returns its generation.
+    pub fn fetch_succeeded(&mut self, jwks: String, now_ms: u64, policy: &KeyPolicy) -> u64 {
         self.consecutive_failures = 0;
+        self.generations += 1;
         self.state = KeyState::Loaded(CachedKeys {
-            keys: Rc::new(keys),
+            generation: self.generations,
+            jwks,
             fetched_at_ms: now_ms,
-            refresh_at_ms: now_ms + refresh_lead(self.cache_duration).as_millis() as u64,
+            refresh_at_ms: now_ms + millis(refresh_lead(policy.cache_duration)),
         });
+        self.generations
     }
 
     /// A fetch failed (or could not be dispatched): keep the last good keys, retry later.
-    pub fn fetch_failed(&mut self, now_ms: u64) {
+    pub fn fetch_failed(&mut self, now_ms: u64, policy: &KeyPolicy) {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        let retry_at_ms = now_ms + self.retry_delay().as_millis() as u64;
-        let previous = match std::mem::replace(&mut self.state, KeyState::Empty) {
-            KeyState::Loaded(cached) => Some(cached),
-            KeyState::Fetching { previous, .. } => previous,
-            KeyState::Empty | KeyState::Unavailable { .. } => None,
-        };
-        self.state = match previous {
+        let retry_at_ms = now_ms + millis(self.retry_delay(policy));
+        self.state = match self.take_keys() {
             Some(cached) => KeyState::Loaded(CachedKeys { refresh_at_ms: retry_at_ms, ..cached }),
             None => KeyState::Unavailable { retry_at_ms },
         };
     }
 
     /// Backoff after the current run of failures: 0.5 s, 1 s, 2 s, ... up to the cache duration.
-    pub fn retry_delay(&self) -> Duration {
+    pub fn retry_delay(&self, policy: &KeyPolicy) -> Duration {
         let exponent = self.consecutive_failures.saturating_sub(1).min(20);
-        FIRST_RETRY.saturating_mul(1 << exponent).min(self.cache_duration)
+        FIRST_RETRY.saturating_mul(1 << exponent).min(policy.cache_duration)
     }
+
+    fn take_keys(&mut self) -> Option<CachedKeys> {
+        match std::mem::replace(&mut self.state, KeyState::Empty) {
+            KeyState::Loaded(cached) => Some(cached),
+            KeyState::Fetching { previous, .. } => previous,
+            KeyState::Empty | KeyState::Unavailable { .. } => None,
+        }
+    }
+
+    /// The record as stored in shared data.
+    pub fn encode(&self) -> Vec<u8> {
+        let state = match &self.state {
+            KeyState::Empty => json!({"state": "empty"}),
+            KeyState::Fetching { since_ms, lease_until_ms, previous } => json!({
+                "state": "fetching", "since": since_ms, "lease_until": lease_until_ms,
+                "previous": previous.as_ref().map(encode_keys),
+            }),
+            KeyState::Loaded(cached) => json!({"state": "loaded", "keys": encode_keys(cached)}),
+            KeyState::Unavailable { retry_at_ms } => json!({"state": "unavailable", "retry_at": retry_at_ms}),
+        };
+        json!({
+            "v": 1,
+            "state": state,
+            "generations": self.generations,
+            "failures": self.consecutive_failures,
+            "last_unknown_kid_refetch": self.last_unknown_kid_refetch_ms,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Reads a stored record. `None` for anything that is not one (then the caller starts
+    /// from an empty record rather than trusting half of it).
+    pub fn decode(bytes: &[u8]) -> Option<KeyRecord> {
+        let v: Value = serde_json::from_slice(bytes).ok()?;
+        if v.get("v")?.as_u64()? != 1 {
+            return None;
+        }
+        let s = v.get("state")?;
+        let state = match s.get("state")?.as_str()? {
+            "empty" => KeyState::Empty,
+            "fetching" => KeyState::Fetching {
+                since_ms: s.get("since")?.as_u64()?,
+                lease_until_ms: s.get("lease_until")?.as_u64()?,
+                previous: match s.get("previous")? {
+                    Value::Null => None,
+                    keys => Some(decode_keys(keys)?),
+                },
+            },
+            "loaded" => KeyState::Loaded(decode_keys(s.get("keys")?)?),
+            "unavailable" => KeyState::Unavailable { retry_at_ms: s.get("retry_at")?.as_u64()? },
+            _ => return None,
+        };
+        Some(KeyRecord {
+            state,
+            generations: v.get("generations")?.as_u64()?,
+            consecutive_failures: u32::try_from(v.get("failures")?.as_u64()?).ok()?,
+            last_unknown_kid_refetch_ms: v.get("last_unknown_kid_refetch").and_then(Value::as_u64),
+        })
+    }
+}
+
+fn encode_keys(cached: &CachedKeys) -> Value {
+    json!({
+        "generation": cached.generation, "jwks": cached.jwks,
+        "fetched_at": cached.fetched_at_ms, "refresh_at": cached.refresh_at_ms,
+    })
+}
+
+fn decode_keys(v: &Value) -> Option<CachedKeys> {
+    Some(CachedKeys {
+        generation: v.get("generation")?.as_u64()?,
+        jwks: v.get("jwks")?.as_str()?.to_string(),
+        fetched_at_ms: v.get("fetched_at")?.as_u64()?,
+        refresh_at_ms: v.get("refresh_at")?.as_u64()?,
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// When to refresh loaded keys: a little before the cache duration runs out, so the refresh
@@ -177,102 +273,123 @@ fn refresh_lead(cache_duration: Duration) -> Duration {
 mod tests {
     use super::*;
 
-    const JWKS: &str = include_str!("../tests/fixtures/istio-samples/jwks.json");
+    const POLICY: KeyPolicy = KeyPolicy {
+        cache_duration: Duration::from_secs(300),
+        min_refetch_interval: Duration::from_secs(30),
+        fetch_timeout: Duration::from_secs(5),
+    };
 
-    fn keys() -> KeySet {
-        KeySet::parse(JWKS.as_bytes(), false).unwrap()
+    fn loaded_at(now: u64) -> KeyRecord {
+        let mut r = KeyRecord::default();
+        assert!(r.begin_fetch(now, &POLICY));
+        r.fetch_succeeded("{}".into(), now, &POLICY);
+        r
     }
 
-    fn cache() -> KeyCache {
-        KeyCache::new(Duration::from_secs(300), Duration::from_secs(30))
-    }
-
-    fn has_keys(cache: &KeyCache, now: u64) -> bool {
-        matches!(cache.availability(now), Availability::Keys(_))
+    fn has_keys(r: &KeyRecord, now: u64) -> bool {
+        matches!(r.availability(now), Availability::Keys(_))
     }
 
     #[test]
     fn first_fetch_is_due_and_requests_wait_for_it() {
-        let mut c = cache();
-        assert!(c.fetch_due(0));
-        assert!(matches!(c.availability(0), Availability::Pending));
-        c.fetch_started(0);
-        assert!(!c.fetch_due(1));
-        assert!(matches!(c.availability(1), Availability::Pending));
-        c.fetch_succeeded(keys(), 100);
-        assert!(has_keys(&c, 100));
-        assert!(!c.fetch_due(100));
+        let mut r = KeyRecord::default();
+        assert!(r.fetch_due(0));
+        assert_eq!(r.availability(0), Availability::Pending);
+        assert!(r.begin_fetch(0, &POLICY));
+        assert!(!r.fetch_due(1));
+        assert!(!r.begin_fetch(1, &POLICY), "one fetch at a time");
+        assert_eq!(r.availability(1), Availability::Pending);
+        assert_eq!(r.fetch_succeeded("{}".into(), 100, &POLICY), 1);
+        assert_eq!(r.availability(100), Availability::Keys(1));
+        assert!(!r.fetch_due(100));
+    }
+
+    #[test]
+    fn a_lost_fetch_lease_runs_out_and_can_be_taken_over() {
+        let mut r = KeyRecord::default();
+        assert!(r.begin_fetch(0, &POLICY));
+        assert!(!r.fetch_due(5_999));
+        assert!(r.fetch_due(6_000), "timeout plus grace");
+        assert!(r.begin_fetch(6_000, &POLICY));
     }
 
     #[test]
     fn refresh_is_due_before_the_cache_duration_ends_and_keys_serve_meanwhile() {
-        let mut c = cache();
-        c.fetch_started(0);
-        c.fetch_succeeded(keys(), 0);
-        assert!(!c.fetch_due(269_999));
-        assert!(c.fetch_due(270_000));
-        c.fetch_started(270_000);
-        assert!(has_keys(&c, 270_001), "stale keys serve while the refresh is in flight");
+        let mut r = loaded_at(0);
+        assert!(!r.fetch_due(269_999));
+        assert!(r.fetch_due(270_000));
+        assert!(r.begin_fetch(270_000, &POLICY));
+        assert!(has_keys(&r, 270_001), "stale keys serve while the refresh is in flight");
+        assert_eq!(r.fetch_succeeded("{}".into(), 270_100, &POLICY), 2);
     }
 
     #[test]
     fn failure_keeps_last_good_keys_and_backs_off() {
-        let mut c = cache();
-        c.fetch_started(0);
-        c.fetch_succeeded(keys(), 0);
-        c.fetch_started(270_000);
-        c.fetch_failed(270_000);
-        assert!(has_keys(&c, 270_000));
-        assert!(!c.fetch_due(270_499));
-        assert!(c.fetch_due(270_500), "first retry within a second");
-        c.fetch_started(270_500);
-        c.fetch_failed(270_500);
-        assert_eq!(c.retry_delay(), Duration::from_secs(1));
+        let mut r = loaded_at(0);
+        r.begin_fetch(270_000, &POLICY);
+        r.fetch_failed(270_000, &POLICY);
+        assert_eq!(r.availability(270_000), Availability::Keys(1));
+        assert!(!r.fetch_due(270_499));
+        assert!(r.fetch_due(270_500), "first retry within a second");
+        r.begin_fetch(270_500, &POLICY);
+        r.fetch_failed(270_500, &POLICY);
+        assert_eq!(r.retry_delay(&POLICY), Duration::from_secs(1));
         for _ in 0..30 {
-            c.fetch_started(0);
-            c.fetch_failed(0);
+            r.begin_fetch(0, &POLICY);
+            r.fetch_failed(0, &POLICY);
         }
-        assert_eq!(c.retry_delay(), Duration::from_secs(300), "capped at the cache duration");
-        assert!(has_keys(&c, 10_000_000), "stale keys never expire while fetches fail");
+        assert_eq!(r.retry_delay(&POLICY), Duration::from_secs(300), "capped at the cache duration");
+        assert!(has_keys(&r, 10_000_000), "stale keys never expire while fetches fail");
     }
 
     #[test]
     fn failure_without_keys_is_unavailable_until_the_retry() {
-        let mut c = cache();
-        c.fetch_started(0);
-        c.fetch_failed(10);
-        assert!(matches!(c.availability(11), Availability::Unavailable));
-        assert!(matches!(c.availability(510), Availability::Pending));
-        assert!(c.fetch_due(510));
-        c.fetch_started(510);
-        c.fetch_succeeded(keys(), 600);
-        assert!(has_keys(&c, 600));
-        assert_eq!(c.retry_delay(), FIRST_RETRY, "success resets the backoff");
+        let mut r = KeyRecord::default();
+        r.begin_fetch(0, &POLICY);
+        r.fetch_failed(10, &POLICY);
+        assert_eq!(r.availability(11), Availability::Unavailable);
+        assert_eq!(r.availability(510), Availability::Pending);
+        assert!(r.fetch_due(510));
+        r.begin_fetch(510, &POLICY);
+        r.fetch_succeeded("{}".into(), 600, &POLICY);
+        assert!(has_keys(&r, 600));
+        assert_eq!(r.retry_delay(&POLICY), FIRST_RETRY, "success resets the backoff");
     }
 
     #[test]
     fn unknown_kid_refetches_are_throttled_between_themselves() {
-        let mut c = cache();
-        c.fetch_started(0);
-        c.fetch_succeeded(keys(), 0);
-        assert!(c.may_refetch_for_unknown_kid(1_000));
-        assert!(c.note_unknown_kid_refetch(1_000));
-        c.fetch_started(1_000);
-        assert!(c.may_refetch_for_unknown_kid(1_001), "joins the fetch in flight");
-        assert!(!c.note_unknown_kid_refetch(1_001), "no second fetch");
-        c.fetch_succeeded(keys(), 1_050);
-        assert!(!c.may_refetch_for_unknown_kid(1_100));
-        assert!(!c.may_refetch_for_unknown_kid(30_999));
-        assert!(c.may_refetch_for_unknown_kid(31_000));
+        let mut r = loaded_at(0);
+        assert!(r.may_refetch_for_unknown_kid(1_000, &POLICY));
+        assert!(r.begin_unknown_kid_refetch(1_000, &POLICY));
+        assert!(r.may_refetch_for_unknown_kid(1_001, &POLICY), "joins the fetch in flight");
+        assert!(!r.begin_unknown_kid_refetch(1_001, &POLICY), "no second fetch");
+        r.fetch_succeeded("{}".into(), 1_050, &POLICY);
+        assert!(!r.may_refetch_for_unknown_kid(1_100, &POLICY));
+        assert!(!r.begin_unknown_kid_refetch(30_999, &POLICY));
+        assert!(r.begin_unknown_kid_refetch(31_000, &POLICY));
     }
 
     #[test]
     fn scheduled_refresh_does_not_count_against_the_unknown_kid_throttle() {
-        let mut c = cache();
-        c.fetch_started(0);
-        c.fetch_succeeded(keys(), 0);
-        c.fetch_started(270_000);
-        c.fetch_succeeded(keys(), 270_000);
-        assert!(c.may_refetch_for_unknown_kid(270_001));
+        let mut r = loaded_at(0);
+        r.begin_fetch(270_000, &POLICY);
+        r.fetch_succeeded("{}".into(), 270_000, &POLICY);
+        assert!(r.begin_unknown_kid_refetch(270_001, &POLICY));
+    }
+
+    #[test]
+    fn records_round_trip_through_shared_data_bytes() {
+        let mut r = loaded_at(5);
+        assert_eq!(KeyRecord::decode(&r.encode()), Some(r.clone()));
+        r.begin_unknown_kid_refetch(9_000, &POLICY);
+        assert_eq!(KeyRecord::decode(&r.encode()), Some(r.clone()));
+        let mut u = KeyRecord::default();
+        u.begin_fetch(0, &POLICY);
+        assert_eq!(KeyRecord::decode(&u.encode()), Some(u.clone()));
+        u.fetch_failed(1, &POLICY);
+        assert_eq!(KeyRecord::decode(&u.encode()), Some(u.clone()));
+        for bad in [&b""[..], b"{}", b"{\"v\":2}", b"not json", b"{\"v\":1,\"state\":{\"state\":\"odd\"}}"] {
+            assert_eq!(KeyRecord::decode(bad), None);
+        }
     }
 }

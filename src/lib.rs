@@ -13,6 +13,7 @@ pub mod config;
 pub mod extract;
 pub mod jwks;
 pub mod keycache;
+pub mod tokencache;
 pub mod verify;
 
 #[cfg(test)]
