@@ -6,7 +6,7 @@
 //! `x-jwt-claim-key.1-key.2` reads the keys `key.1` → `key.2`.
 //!
 //! Values are rendered so that Envoy's route matchers can use them directly (where Envoy's own
-//! `claim_to_headers` writes lists as base64 JSON): a string as is, a list joined with `,`,
+//! `claim_to_headers` writes lists as base64 JSON): a string as is, a list of strings joined with `,`,
 //! numbers and booleans as their JSON text. Anything that cannot be rendered unambiguously is
 //! not emitted at all.
 
@@ -82,15 +82,14 @@ pub fn render(value: &Value) -> Result<String, NotRendered> {
         Value::Array(items) => {
             let mut parts = Vec::with_capacity(items.len());
             for item in items {
-                let part = match item {
-                    Value::String(s) => s.clone(),
-                    Value::Number(_) | Value::Bool(_) => item.to_string(),
-                    _ => return Err(NotRendered::UnsupportedType),
+                // Only lists of strings: a mixed list has no single reading a route could rely on.
+                let Value::String(part) = item else {
+                    return Err(NotRendered::UnsupportedType);
                 };
                 if part.contains(',') {
                     return Err(NotRendered::CommaInListElement);
                 }
-                parts.push(part);
+                parts.push(part.as_str());
             }
             parts.join(",")
         }
@@ -157,7 +156,7 @@ mod tests {
         assert_eq!(render(&json!(42)), Ok("42".into()));
         assert_eq!(render(&json!(1.5)), Ok("1.5".into()));
         assert_eq!(render(&json!(true)), Ok("true".into()));
-        assert_eq!(render(&json!([1, false, "x"])), Ok("1,false,x".into()));
+        assert_eq!(render(&json!([1, false, "x"])), Err(NotRendered::UnsupportedType));
         assert_eq!(render(&json!([])), Ok(String::new()));
     }
 

@@ -1,0 +1,34 @@
+"""Assertions shared by the end-to-end tests: what httpbin echoed, and the 401 contract."""
+from __future__ import annotations
+
+import re
+
+import requests
+
+CLAIM_PREFIX = "x-jwt-claim"
+
+
+def echoed_headers(resp: requests.Response) -> dict[str, str]:
+    """The request headers httpbin received (from /headers or /delay/N), names lower-cased:
+    gunicorn/werkzeug title-case them ("X-Jwt-Claim.Groups")."""
+    assert resp.status_code == 200, f"expected 200 from httpbin, got {resp.status_code}: {resp.text[:300]}"
+    return {k.lower(): v for k, v in resp.json()["headers"].items()}
+
+
+def claim_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.startswith(CLAIM_PREFIX)}
+
+
+def assert_invalid_token(resp: requests.Response, token: str | None = None) -> None:
+    """401 with `WWW-Authenticate: Bearer realm="…", error="invalid_token"`, a short body
+    saying why, and nothing of the token in the body."""
+    assert resp.status_code == 401, f"expected 401, got {resp.status_code}: {resp.text[:300]}"
+    www = resp.headers.get("www-authenticate", "")
+    assert re.match(r'^Bearer realm="[^"]*"', www), f"WWW-Authenticate: {www!r}"
+    assert 'error="invalid_token"' in www, f"WWW-Authenticate: {www!r}"
+    assert resp.text.strip(), "401 body should say why"
+    if token:
+        assert token not in resp.text, "the 401 body contains the token"
+        for part in token.split("."):
+            if len(part) >= 16:
+                assert part not in resp.text, "the 401 body contains part of the token"
