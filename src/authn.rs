@@ -10,7 +10,7 @@ use crate::config::{FilterConfig, TokenLocation};
 use crate::extract::{without_param, FoundToken};
 use crate::jwks::KeySet;
 use crate::tokencache::{CachedToken, TokenCache};
-use crate::verify::{check_time, decode, verify, DecodedToken, Rejection};
+use crate::verify::{check_time, decode, verify, DecodedToken, HostVerifier, Rejection};
 
 /// What the key cache can offer a rule's tokens right now.
 pub enum KeysFor<'a> {
@@ -80,16 +80,21 @@ struct Accepted<'a> {
     rule: usize,
 }
 
-/// Decides a request. `keys(rule_index)` says what the key cache holds for a rule; `cache`
-/// holds tokens verified before.
-pub fn authenticate<'k>(
-    config: &FilterConfig,
-    found: &[FoundToken],
-    keys: &dyn Fn(usize) -> KeysFor<'k>,
-    cache: &TokenCache,
-    path: &str,
-    now_secs: u64,
-) -> Decision {
+/// The state a request is decided against.
+pub struct Context<'a, 'k> {
+    pub config: &'a FilterConfig,
+    /// What the key cache holds for a rule (by index).
+    pub keys: &'a dyn Fn(usize) -> KeysFor<'k>,
+    /// Tokens verified before.
+    pub cache: &'a TokenCache,
+    /// The host's signature check, where it offers one.
+    pub host: &'a dyn HostVerifier,
+    pub now_secs: u64,
+}
+
+/// Decides a request presenting `found` tokens on `path`.
+pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken], path: &str) -> Decision {
+    let Context { config, keys, cache, host, now_secs } = *ctx;
     if found.is_empty() {
         let verdict = if config.require_token { Verdict::Deny(Rejection::Missing) } else { Verdict::PassWithoutToken };
         return verdict.into();
@@ -133,7 +138,7 @@ pub fn authenticate<'k>(
             return Verdict::Deny(Rejection::UnknownIssuer).into();
         };
         match keys(*rule_index) {
-            KeysFor::Ready { keys, generation, may_refetch } => match verify(token, rule, keys, now_secs) {
+            KeysFor::Ready { keys, generation, may_refetch } => match verify(token, rule, keys, now_secs, host) {
                 Ok(()) => generations.push(generation),
                 Err(Rejection::UnknownKid) if may_refetch => waits.push(KeyWait::UnknownKid(*rule_index)),
                 Err(rejection) => return Verdict::Deny(rejection).into(),
@@ -266,6 +271,7 @@ mod tests {
     use crate::config::KeySource;
     use crate::extract::find_tokens;
     use crate::testkit::*;
+    use crate::verify::BuiltinOnly;
     use serde_json::json;
 
     fn inline_keys<'a>(config: &'a FilterConfig) -> impl Fn(usize) -> KeysFor<'a> {
@@ -278,11 +284,23 @@ mod tests {
     fn run(config: &FilterConfig, headers: &[(&str, &str)], path: &str) -> Verdict {
         let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         let found = find_tokens(&config.locations, &headers, path);
-        authenticate(config, &found, &inline_keys(config), &TokenCache::new(0), path, NOW).verdict
+        auth(config, &found, &inline_keys(config), &TokenCache::new(0), path, NOW).verdict
+    }
+
+    fn auth<'k>(
+        config: &FilterConfig,
+        found: &[FoundToken],
+        keys: &dyn Fn(usize) -> KeysFor<'k>,
+        cache: &TokenCache,
+        path: &str,
+        now_secs: u64,
+    ) -> Decision {
+        let ctx = Context { config, keys, cache, host: &BuiltinOnly, now_secs };
+        authenticate(&ctx, found, path)
     }
 
     fn decide<'k>(config: &FilterConfig, found: &[FoundToken], keys: &dyn Fn(usize) -> KeysFor<'k>) -> Verdict {
-        authenticate(config, found, keys, &TokenCache::new(0), "/", NOW).verdict
+        auth(config, found, keys, &TokenCache::new(0), "/", NOW).verdict
     }
 
     fn bearer(token: &str) -> String {
@@ -403,7 +421,7 @@ mod tests {
         let token = mint_with(json!({"exp": NOW + 10}));
         let found = vec![FoundToken { location: 0, token: token.clone() }];
         let mut cache = TokenCache::new(10);
-        let first = authenticate(&config, &found, &inline_keys(&config), &cache, "/", NOW);
+        let first = auth(&config, &found, &inline_keys(&config), &cache, "/", NOW);
         assert!(matches!(first.verdict, Verdict::Allow(_)));
         assert_eq!(first.newly_verified.len(), 1);
         for (token, verified) in first.newly_verified {
@@ -413,19 +431,19 @@ mod tests {
         let no_keys = |_: usize| KeysFor::Unavailable;
         let KeySource::Inline(keys) = &config.rules[0].keys else { panic!() };
         let same_keys = |_: usize| KeysFor::Ready { keys, generation: 0, may_refetch: false };
-        let hit = authenticate(&config, &found, &same_keys, &cache, "/", NOW);
+        let hit = auth(&config, &found, &same_keys, &cache, "/", NOW);
         assert!(hit.newly_verified.is_empty(), "served from the cache");
         let Verdict::Allow(grant) = hit.verdict else { panic!("allow expected") };
         assert_eq!(grant.set_headers, vec![("x-jwt-claim.groups".to_string(), "group1,group2".to_string())]);
         assert_eq!(
-            authenticate(&config, &found, &no_keys, &cache, "/", NOW).verdict,
+            auth(&config, &found, &no_keys, &cache, "/", NOW).verdict,
             Verdict::Deny(Rejection::KeysUnavailable),
             "no keys means no current generation: the entry does not serve"
         );
         let rotated = |_: usize| KeysFor::Ready { keys, generation: 1, may_refetch: false };
-        assert_eq!(authenticate(&config, &found, &rotated, &cache, "/", NOW).newly_verified.len(), 1);
+        assert_eq!(auth(&config, &found, &rotated, &cache, "/", NOW).newly_verified.len(), 1);
         let later = NOW + 10 + 61;
-        assert_eq!(authenticate(&config, &found, &same_keys, &cache, "/", later).verdict, Verdict::Deny(Rejection::Expired));
+        assert_eq!(auth(&config, &found, &same_keys, &cache, "/", later).verdict, Verdict::Deny(Rejection::Expired));
     }
 
     #[test]

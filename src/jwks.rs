@@ -62,6 +62,23 @@ impl VerifyingKey {
 pub struct Jwk {
     pub kid: Option<String>,
     pub key: VerifyingKey,
+    /// The public key as DER SubjectPublicKeyInfo, for RS*/ES* keys: what a host signature
+    /// check (`verify::HostVerifier`) imports.
+    pub spki_der: Option<Vec<u8>>,
+}
+
+impl Jwk {
+    fn new(kid: Option<String>, key: VerifyingKey) -> Jwk {
+        let spki_der = match &key {
+            VerifyingKey::Rs256(k) => k.to_der().ok(),
+            VerifyingKey::Rs384(k) => k.to_der().ok(),
+            VerifyingKey::Rs512(k) => k.to_der().ok(),
+            VerifyingKey::Es256(k) => k.to_der().ok(),
+            VerifyingKey::Es384(k) => k.to_der().ok(),
+            _ => None,
+        };
+        Jwk { kid, key, spki_der }
+    }
 }
 
 /// A parsed key set. Keys keep the order of the document.
@@ -227,7 +244,7 @@ fn parse_jwk(entry: &Value, allow_symmetric: bool) -> Result<Vec<Jwk>, String> {
             let e = b64_member(jwk, "e")?;
             for alg in algorithms {
                 let key = rsa_key(alg, &n, &e).map_err(|_| "invalid RSA modulus or exponent".to_string())?;
-                keys.push(Jwk { kid: kid.clone(), key });
+                keys.push(Jwk::new(kid.clone(), key));
             }
         }
         "EC" => {
@@ -247,12 +264,12 @@ fn parse_jwk(entry: &Value, allow_symmetric: bool) -> Result<Vec<Jwk>, String> {
             } else {
                 ES384PublicKey::from_bytes(&point).map(VerifyingKey::Es384)
             };
-            keys.push(Jwk { kid, key: key.map_err(|_| "the point is not on the curve".to_string())? });
+            keys.push(Jwk::new(kid, key.map_err(|_| "the point is not on the curve".to_string())?));
         }
         "OKP" => {
             let x = b64_member(jwk, "x")?;
             let key = Ed25519PublicKey::from_bytes(&x).map_err(|_| "invalid Ed25519 public key".to_string())?;
-            keys.push(Jwk { kid, key: VerifyingKey::EdDsa(key) });
+            keys.push(Jwk::new(kid, VerifyingKey::EdDsa(key)));
         }
         _ => {
             let k = b64_member(jwk, "k")?;
@@ -265,7 +282,7 @@ fn parse_jwk(entry: &Value, allow_symmetric: bool) -> Result<Vec<Jwk>, String> {
                     Algorithm::Hs384 => VerifyingKey::Hs384(HS384Key::from_bytes(&k)),
                     _ => VerifyingKey::Hs512(HS512Key::from_bytes(&k)),
                 };
-                keys.push(Jwk { kid: kid.clone(), key });
+                keys.push(Jwk::new(kid.clone(), key));
             }
         }
     }

@@ -11,6 +11,7 @@ pub mod authn;
 pub mod claims;
 pub mod config;
 pub mod extract;
+pub mod hostsig;
 pub mod jwks;
 pub mod keycache;
 pub mod tokencache;

@@ -1,8 +1,11 @@
 //! Tokens already verified, so a repeated token skips decoding and the signature check.
 //!
-//! Keyed by SHA-256 of the whole token: an entry can only ever answer for the exact bytes
-//! that were verified (a hash of anything less, the signature say, would let a changed
-//! payload ride on a verified signature). An entry serves while the key set that verified it
+//! Keyed by the whole token: a (randomly keyed SipHash) hash of all of its bytes finds the
+//! entry, and the stored token must then equal the presented one byte for byte, so an entry
+//! can only ever answer for exactly what was verified (keying on less, the signature say,
+//! would let a changed payload ride on a verified signature). SipHash rather than SHA-256:
+//! inside the VM a SHA-256 of a 1 KB token costs more than the rest of a cache hit, and the
+//! full comparison already rules out collisions. An entry serves while the key set that verified it
 //! is current (its generation) and until the token's `exp`: a hit still checks `exp` and
 //! `nbf` against now. Bounded; the least recently used entry is evicted.
 
@@ -34,20 +37,15 @@ impl CachedToken {
 }
 
 struct Entry {
-    token: CachedToken,
+    verified: CachedToken,
     last_used: Cell<u64>,
 }
 
 /// A bounded map from token hash to its verification result.
 pub struct TokenCache {
     capacity: usize,
-    entries: HashMap<[u8; 32], Entry>,
+    entries: HashMap<Box<str>, Entry>,
     uses: Cell<u64>,
-}
-
-/// The cache key of a token.
-pub fn token_hash(token: &str) -> [u8; 32] {
-    hmac_sha256::Hash::hash(token.as_bytes())
 }
 
 impl TokenCache {
@@ -70,14 +68,14 @@ impl TokenCache {
         if self.capacity == 0 {
             return None;
         }
-        let entry = self.entries.get(&token_hash(token))?;
-        if current(entry.token.rule) != Some(entry.token.generation) {
+        let entry = self.entries.get(token)?;
+        if current(entry.verified.rule) != Some(entry.verified.generation) {
             return None;
         }
         let use_count = self.uses.get() + 1;
         self.uses.set(use_count);
         entry.last_used.set(use_count);
-        Some(&entry.token)
+        Some(&entry.verified)
     }
 
     /// Remembers a verified token, evicting the least recently used entry when full.
@@ -85,17 +83,16 @@ impl TokenCache {
         if self.capacity == 0 {
             return;
         }
-        let key = token_hash(token);
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(token) {
             // A scan per insert: O(capacity), but only on a miss, which already paid for a
             // signature check that costs far more.
-            if let Some(oldest) = self.entries.iter().min_by_key(|(_, e)| e.last_used.get()).map(|(k, _)| *k) {
+            if let Some(oldest) = self.entries.iter().min_by_key(|(_, e)| e.last_used.get()).map(|(k, _)| k.clone()) {
                 self.entries.remove(&oldest);
             }
         }
         let use_count = self.uses.get() + 1;
         self.uses.set(use_count);
-        self.entries.insert(key, Entry { token: verified, last_used: Cell::new(use_count) });
+        self.entries.insert(token.into(), Entry { verified, last_used: Cell::new(use_count) });
     }
 }
 

@@ -16,7 +16,7 @@ use jwt_simple::JWTError;
 use serde_json::Value;
 
 use crate::config::JwtRule;
-use crate::jwks::{KeyMiss, KeySet, VerifyingKey};
+use crate::jwks::{Jwk, KeyMiss, KeySet, VerifyingKey};
 
 /// The JWS algorithms the filter verifies (RFC 7518 names, plus RFC 8037 `EdDSA`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,14 +189,16 @@ impl DecodedToken<'_> {
     }
 }
 
-/// Base64url segments and their JSON: only compact JWS with three segments, a JSON object
-/// header naming a supported `alg`, and a JSON object payload.
+/// Base64url segments and their JSON: only compact JWS with three segments, a header that
+/// jwt-simple accepts naming a supported `alg`, and a JSON object payload whose registered
+/// claims have their registered types. These are the structural checks jwt-simple applies
+/// while verifying, done here up front so that every signature backend sees the same tokens.
 pub fn decode(raw: &str, max_bytes: usize) -> Result<DecodedToken<'_>, Rejection> {
     if raw.len() > max_bytes {
         return Err(Rejection::TooLarge);
     }
     let mut parts = raw.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+    let (Some(_header_b64), Some(payload_b64), Some(signature_b64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Rejection::Malformed);
@@ -205,28 +207,32 @@ pub fn decode(raw: &str, max_bytes: usize) -> Result<DecodedToken<'_>, Rejection
         // An empty signature is what `alg: none` tokens carry; never a valid JWS.
         return Err(Rejection::Malformed);
     }
-    let header: Value = decode_json_segment(header_b64)?;
-    let header = header.as_object().ok_or(Rejection::Malformed)?;
-    let alg = header.get("alg").and_then(Value::as_str).ok_or(Rejection::Malformed)?;
-    let alg = Algorithm::from_name(alg).ok_or(Rejection::UnsupportedAlgorithm)?;
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(kid)) => Some(kid.clone()),
-        Some(_) => return Err(Rejection::Malformed),
-    };
-    if header.contains_key("crit") {
+    let header = Token::decode_metadata(raw).map_err(|_| Rejection::Malformed)?;
+    let alg = Algorithm::from_name(header.algorithm()).ok_or(Rejection::UnsupportedAlgorithm)?;
+    if header.critical().is_some() {
         return Err(Rejection::CriticalHeader);
     }
-    let claims = decode_json_segment(payload_b64)?;
-    if !claims.is_object() {
-        return Err(Rejection::Malformed);
-    }
-    for time_claim in ["exp", "nbf", "iat"] {
-        if let Some(v) = claims.get(time_claim) {
-            if v.as_u64().is_none() {
-                return Err(Rejection::Malformed);
-            }
+    if let Some(typ) = header.signature_type() {
+        let typ = typ.to_ascii_uppercase();
+        if typ != "JWT" && !typ.ends_with("+JWT") {
+            return Err(Rejection::Malformed);
         }
+    }
+    let kid = header.key_id().map(str::to_string);
+    let claims = decode_json_segment(payload_b64)?;
+    let Some(object) = claims.as_object() else {
+        return Err(Rejection::Malformed);
+    };
+    let registered_types_ok = ["exp", "nbf", "iat"].iter().all(|k| object.get(*k).is_none_or(|v| v.as_u64().is_some()))
+        // null reads as absent, as jwt-simple reads it.
+        && ["iss", "sub", "jti", "nonce"].iter().all(|k| object.get(*k).is_none_or(|v| v.is_string() || v.is_null()))
+        && object.get("aud").is_none_or(|aud| match aud {
+            Value::String(_) | Value::Null => true,
+            Value::Array(list) => list.iter().all(Value::is_string),
+            _ => false,
+        });
+    if !registered_types_ok {
+        return Err(Rejection::Malformed);
     }
     Ok(DecodedToken { raw, alg, kid, claims, payload_b64 })
 }
@@ -271,8 +277,35 @@ pub fn check_audience(token: &DecodedToken<'_>, audiences: &[String]) -> Result<
     }
 }
 
+/// A signature check the host may do faster than the built-in one: Envoy's
+/// `verify_signature` foreign function runs BoringSSL natively, an order of magnitude faster
+/// than big-integer code inside the VM. It serves RS256/384/512 and ES256/384 (its interface
+/// has no PSS padding and no Ed25519); everything else, and any host that does not offer it,
+/// uses jwt-simple.
+pub trait HostVerifier {
+    /// `Some(valid)` when the host checked `signature` over `signing_input` with the
+    /// SubjectPublicKeyInfo `spki_der` and `hash` ("sha256", "sha384", "sha512"); `None` when
+    /// it could not, and the built-in check decides.
+    fn verify(&self, hash: &str, spki_der: &[u8], signing_input: &[u8], signature: &[u8]) -> Option<bool>;
+}
+
+/// No host help: jwt-simple checks every signature.
+pub struct BuiltinOnly;
+
+impl HostVerifier for BuiltinOnly {
+    fn verify(&self, _: &str, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
+        None
+    }
+}
+
 /// The full check of a decoded token whose issuer is `rule`'s, against `keys`.
-pub fn verify(token: &DecodedToken<'_>, rule: &JwtRule, keys: &KeySet, now_secs: u64) -> Result<(), Rejection> {
+pub fn verify(
+    token: &DecodedToken<'_>,
+    rule: &JwtRule,
+    keys: &KeySet,
+    now_secs: u64,
+    host: &dyn HostVerifier,
+) -> Result<(), Rejection> {
     check_time(token, now_secs, rule.clock_skew)?;
     let candidates = keys.select(token.kid.as_deref(), token.alg).map_err(|miss| match miss {
         KeyMiss::UnknownKid => Rejection::UnknownKid,
@@ -280,13 +313,75 @@ pub fn verify(token: &DecodedToken<'_>, rule: &JwtRule, keys: &KeySet, now_secs:
     })?;
     let mut outcome = Err(Rejection::BadSignature);
     for jwk in candidates {
-        outcome = verify_signature(token.raw, &jwk.key, now_secs, rule.clock_skew);
+        outcome = match verify_on_host(token, jwk, host) {
+            Some(outcome) => outcome,
+            None => verify_signature(token.raw, &jwk.key, now_secs, rule.clock_skew),
+        };
         if outcome.is_ok() {
             break;
         }
     }
     outcome?;
     check_audience(token, &rule.audiences)
+}
+
+/// The host's answer for RS*/ES* with a key it can import; `None` to use jwt-simple.
+fn verify_on_host(token: &DecodedToken<'_>, jwk: &Jwk, host: &dyn HostVerifier) -> Option<Result<(), Rejection>> {
+    let spki_der = jwk.spki_der.as_deref()?;
+    let (hash, ecdsa_width) = match token.alg {
+        Algorithm::Rs256 => ("sha256", None),
+        Algorithm::Rs384 => ("sha384", None),
+        Algorithm::Rs512 => ("sha512", None),
+        Algorithm::Es256 => ("sha256", Some(32)),
+        Algorithm::Es384 => ("sha384", Some(48)),
+        _ => return None,
+    };
+    let (signing_input, signature_b64) = token.raw.rsplit_once('.')?;
+    let Ok(signature) = URL_SAFE_NO_PAD.decode(signature_b64) else {
+        return Some(Err(Rejection::Malformed));
+    };
+    let signature = match ecdsa_width {
+        None => signature,
+        // JWS carries ECDSA signatures as r || s (RFC 7518 §3.4); BoringSSL wants DER.
+        Some(width) => match ecdsa_signature_der(&signature, width) {
+            Some(der) => der,
+            None => return Some(Err(Rejection::BadSignature)),
+        },
+    };
+    let valid = host.verify(hash, spki_der, signing_input.as_bytes(), &signature)?;
+    Some(if valid { Ok(()) } else { Err(Rejection::BadSignature) })
+}
+
+/// `r || s` (each `width` bytes) as a DER `ECDSA-Sig-Value`; `None` for a wrong length or a
+/// zero component.
+pub fn ecdsa_signature_der(raw: &[u8], width: usize) -> Option<Vec<u8>> {
+    if raw.len() != 2 * width {
+        return None;
+    }
+    let (r, s) = raw.split_at(width);
+    let integer = |bytes: &[u8]| -> Option<Vec<u8>> {
+        let start = bytes.iter().position(|b| *b != 0)?;
+        let digits = bytes.get(start..)?;
+        let mut out = vec![0x02];
+        let pad = digits.first().is_some_and(|b| b & 0x80 != 0);
+        out.push(u8::try_from(digits.len() + usize::from(pad)).ok()?);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(digits);
+        Some(out)
+    };
+    let (r, s) = (integer(r)?, integer(s)?);
+    let body_len = r.len() + s.len();
+    let mut der = Vec::with_capacity(body_len + 3);
+    der.push(0x30);
+    if body_len >= 0x80 {
+        der.push(0x81);
+    }
+    der.push(u8::try_from(body_len).ok()?);
+    der.extend_from_slice(&r);
+    der.extend_from_slice(&s);
+    Some(der)
 }
 
 /// The signature (and jwt-simple's own structural checks) with one key.
@@ -340,7 +435,7 @@ mod tests {
         let rule = &config.rules[i];
         let KeySource::Inline(keys) = &rule.keys else { unreachable!() };
         let decoded = decode(token, 8192)?;
-        verify(&decoded, rule, keys, NOW)
+        verify(&decoded, rule, keys, NOW, &BuiltinOnly)
     }
 
     #[test]
@@ -434,5 +529,109 @@ mod tests {
         let crit = with_segment(&token, 0, r#"{"alg":"RS256","crit":["exp"]}"#);
         assert_eq!(decode(&crit, 8192).unwrap_err(), Rejection::CriticalHeader);
         assert_eq!(decode(&token, 10).unwrap_err(), Rejection::TooLarge);
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+    use crate::config::KeySource;
+    use crate::testkit::*;
+    use serde_json::json;
+    use std::cell::RefCell;
+
+    /// What the host was asked: hash, key, signing input, signature.
+    type HostCall = (String, Vec<u8>, Vec<u8>, Vec<u8>);
+
+    /// A host that answers as told and records what it was asked.
+    struct ScriptedHost {
+        answer: Option<bool>,
+        calls: RefCell<Vec<HostCall>>,
+    }
+
+    impl ScriptedHost {
+        fn new(answer: Option<bool>) -> ScriptedHost {
+            ScriptedHost { answer, calls: RefCell::new(Vec::new()) }
+        }
+    }
+
+    impl HostVerifier for ScriptedHost {
+        fn verify(&self, hash: &str, spki_der: &[u8], signing_input: &[u8], signature: &[u8]) -> Option<bool> {
+            self.calls.borrow_mut().push((hash.into(), spki_der.into(), signing_input.into(), signature.into()));
+            self.answer
+        }
+    }
+
+    fn check_with(token: &str, host: &dyn HostVerifier) -> Result<(), Rejection> {
+        let config = config_with(json!({}), json!({}));
+        let KeySource::Inline(keys) = &config.rules[0].keys else { unreachable!() };
+        verify(&decode(token, 8192)?, &config.rules[0], keys, NOW, host)
+    }
+
+    #[test]
+    fn rs256_goes_to_the_host_with_the_spki_key_and_the_signing_input() {
+        let token = GROUPS_SCOPE_JWT.trim();
+        let host = ScriptedHost::new(Some(true));
+        assert_eq!(check_with(token, &host), Ok(()));
+        let calls = host.calls.borrow();
+        assert_eq!(calls.len(), 1);
+        let (hash, der, input, signature) = &calls[0];
+        assert_eq!(hash, "sha256");
+        let expected_der = istio_key().public_key().to_der().unwrap();
+        assert_eq!(der, &expected_der);
+        let (signing_input, signature_b64) = token.rsplit_once('.').unwrap();
+        assert_eq!(input, signing_input.as_bytes());
+        assert_eq!(signature, &URL_SAFE_NO_PAD.decode(signature_b64).unwrap());
+    }
+
+    #[test]
+    fn the_host_answer_decides_and_no_answer_falls_back() {
+        let token = GROUPS_SCOPE_JWT.trim();
+        assert_eq!(check_with(token, &ScriptedHost::new(Some(false))), Err(Rejection::BadSignature));
+        let fallback = ScriptedHost::new(None);
+        assert_eq!(check_with(token, &fallback), Ok(()), "jwt-simple decides when the host cannot");
+        let tampered = with_segment(token, 1, &format!(r#"{{"iss":"{ISSUER}","groups":["admin"]}}"#));
+        assert_eq!(check_with(&tampered, &ScriptedHost::new(None)), Err(Rejection::BadSignature));
+        assert_eq!(fallback.calls.borrow().len(), 1);
+    }
+
+    #[test]
+    fn pss_is_never_sent_to_the_host() {
+        let key = PS256KeyPair::from_pem(ISTIO_KEY_PEM).unwrap().with_key_id(ISTIO_KID);
+        let claims = Claims::create(jwt_simple::prelude::Duration::from_hours(1)).with_issuer(ISSUER);
+        let token = key.sign(claims).unwrap();
+        let host = ScriptedHost::new(Some(false));
+        let config = config_with(json!({}), json!({}));
+        let KeySource::Inline(keys) = &config.rules[0].keys else { unreachable!() };
+        let now = Clock::now_since_epoch().as_secs();
+        assert_eq!(verify(&decode(&token, 8192).unwrap(), &config.rules[0], keys, now, &host), Ok(()));
+        assert!(host.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn ecdsa_signatures_become_minimal_der() {
+        let mut raw = vec![0u8; 64];
+        raw[31] = 1; // r = 1
+        raw[32] = 0x80; // s has its high bit set: needs a leading zero
+        let der = ecdsa_signature_der(&raw, 32).unwrap();
+        let mut expected = vec![0x30, 3 + 35, 0x02, 1, 1, 0x02, 33, 0];
+        expected.extend_from_slice(&raw[32..]);
+        assert_eq!(der, expected);
+        assert_eq!(ecdsa_signature_der(&raw, 48), None, "wrong length");
+        assert_eq!(ecdsa_signature_der(&[0u8; 64], 32), None, "zero r");
+        let long = ecdsa_signature_der(&[0xff; 96], 48).unwrap();
+        assert_eq!(&long[..4], &[0x30, 2 * (2 + 49), 0x02, 49]);
+    }
+
+    #[test]
+    fn structure_checks_match_jwt_simple() {
+        let token = mint_with(json!({}));
+        for header in [r#"{"alg":"RS256","typ":"JOSE"}"#, r#"{"alg":"RS256","x5c":5}"#] {
+            assert_eq!(decode(&with_segment(&token, 0, header), 8192).err(), Some(Rejection::Malformed), "{header}");
+        }
+        assert!(decode(&with_segment(&token, 0, r#"{"alg":"RS256","typ":"at+jwt"}"#), 8192).is_ok());
+        for payload in [r#"{"iss":5}"#, r#"{"sub":[]}"#, r#"{"aud":[1]}"#, r#"{"aud":{}}"#, r#"{"jti":1}"#] {
+            assert_eq!(decode(&with_segment(&token, 1, payload), 8192).err(), Some(Rejection::Malformed), "{payload}");
+        }
     }
 }
