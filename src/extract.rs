@@ -27,8 +27,7 @@ pub fn find_tokens(locations: &[TokenLocation], headers: &[(String, String)], pa
         match location {
             TokenLocation::Header { name, prefix } => {
                 for (_, value) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
-                    // Auth schemes are case-insensitive (RFC 9110 §11.1): `bearer x` counts.
-                    if let Some(token) = strip_prefix_ignore_case(value, prefix) {
+                    if let Some(token) = after_prefix(value, prefix) {
                         push(token);
                     }
                 }
@@ -56,9 +55,19 @@ pub fn find_tokens(locations: &[TokenLocation], headers: &[(String, String)], pa
     found
 }
 
-fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = value.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &value[prefix.len()..])
+/// What follows the first occurrence of `prefix` in a header value. Like Envoy's extractor,
+/// the prefix is looked for anywhere (`Basic x, Bearer t` presents `t`), so a token is never
+/// overlooked where jwt_authn would see (and judge) one. Unlike it, the match ignores ASCII
+/// case: auth schemes are case-insensitive (RFC 9110 §11.1), so `bearer t` is judged too.
+fn after_prefix<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    if prefix.is_empty() {
+        return Some(value);
+    }
+    let at = value
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|&i| value.get(i..i + prefix.len()).is_some_and(|w| w.eq_ignore_ascii_case(prefix)))?;
+    value.get(at + prefix.len()..)
 }
 
 /// The `key=value` pairs of the query part of a request path (no percent-decoding: tokens
@@ -118,8 +127,16 @@ mod tests {
     }
 
     #[test]
+    fn the_prefix_is_found_anywhere_in_the_value() {
+        for value in ["Basic dXNlcjpwYXNz Bearer a.b.c", "XBearer a.b.c", "BEARER a.b.c"] {
+            let h = headers(&[("authorization", value)]);
+            assert_eq!(tokens(find_tokens(&defaults(), &h, "/")), vec![(0, "a.b.c".to_string())], "{value}");
+        }
+    }
+
+    #[test]
     fn wrong_scheme_or_empty_token_is_no_token() {
-        for value in ["Basic dXNlcjpwYXNz", "Bearer ", "Bearer", "a.b.c"] {
+        for value in ["Basic dXNlcjpwYXNz", "Bearer ", "Bearer", "a.b.c", "é"] {
             let h = headers(&[("authorization", value)]);
             assert!(find_tokens(&defaults(), &h, "/").is_empty(), "{value}");
         }

@@ -442,7 +442,7 @@ impl Plugin {
                 for skipped in &keys.skipped {
                     log::warn!("jwks: rule {}: skipped {skipped}", fetch.rule);
                 }
-                log::info!("jwks: rule {} loaded {} keys", fetch.rule, keys.len());
+                log::info!("jwks: rule {} loaded {} keys", fetch.rule, keys.usable_jwks());
                 if let Some(remote) = self.remote_mut(fetch.rule) {
                     let policy = remote.policy;
                     remote.update(|record| {
@@ -546,7 +546,14 @@ impl Plugin {
 
     /// The request path: strip owned headers, find tokens, decide, apply or pause.
     fn on_request(&mut self, context_id: u32) -> Action {
-        let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        // As bytes: the SDK's string form panics on a value that is not UTF-8 (any client can
+        // send one). Lossy text is safe here: a token damaged by it fails to decode (401), and
+        // other headers are only looked at by name.
+        let headers: Vec<(String, String)> = hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+            .collect();
         // Before anything else: no client-supplied header the filter owns survives.
         let mut stripped: Vec<&str> = Vec::new();
         for (name, _) in &headers {

@@ -83,12 +83,13 @@ impl Jwk {
 
 /// A parsed key set. Keys keep the order of the document.
 ///
-/// Duplicate `kid`s: all keys under one `kid` are kept; a token naming that `kid` uses the
-/// first of them whose algorithm matches its header, as a JWKS consumer that indexes by
-/// (`kid`, `alg`) would. A `kid` shared by keys of the same algorithm uses the first.
+/// Duplicate `kid`s: all keys under one `kid` are kept, and a token naming that `kid` is tried
+/// against each of them whose algorithm matches its header (as Envoy does), so an issuer that
+/// reuses a `kid` across a rotation keeps working.
 #[derive(Debug, Default)]
 pub struct KeySet {
     keys: Vec<Jwk>,
+    usable_jwks: usize,
     /// Why each skipped JWK was skipped, for the log (no key material).
     pub skipped: Vec<String>,
 }
@@ -136,7 +137,10 @@ impl KeySet {
         let mut set = KeySet::default();
         for (i, entry) in entries.iter().enumerate() {
             match parse_jwk(entry, allow_symmetric) {
-                Ok(keys) => set.keys.extend(keys),
+                Ok(keys) => {
+                    set.usable_jwks += 1;
+                    set.keys.extend(keys);
+                }
                 Err(why) => {
                     let kid = entry.get("kid").and_then(Value::as_str).unwrap_or("-");
                     set.skipped.push(format!("keys[{i}] (kid {kid:?}): {why}"));
@@ -158,22 +162,24 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// The keys a token with this `kid` and `alg` may be verified with. With a `kid`, the
-    /// first key under that `kid` of that algorithm; without one, every key of that
-    /// algorithm (Envoy does the same).
+    /// The keys a token with this `kid` and `alg` may be verified with: those of that
+    /// algorithm under that `kid`, or without a `kid`, every key of that algorithm (Envoy
+    /// does the same).
     pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<&Jwk>, KeyMiss> {
-        let Some(kid) = kid else {
-            let keys: Vec<&Jwk> = self.keys.iter().filter(|k| k.key.algorithm() == alg).collect();
-            return if keys.is_empty() { Err(KeyMiss::AlgorithmMismatch) } else { Ok(keys) };
-        };
-        let mut kid_known = false;
-        for jwk in self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)) {
-            kid_known = true;
-            if jwk.key.algorithm() == alg {
-                return Ok(vec![jwk]);
-            }
+        let under_kid = |k: &&Jwk| kid.is_none_or(|kid| k.kid.as_deref() == Some(kid));
+        let keys: Vec<&Jwk> = self.keys.iter().filter(under_kid).filter(|k| k.key.algorithm() == alg).collect();
+        if !keys.is_empty() {
+            Ok(keys)
+        } else if kid.is_some() && !self.keys.iter().any(|k| under_kid(&k)) {
+            Err(KeyMiss::UnknownKid)
+        } else {
+            Err(KeyMiss::AlgorithmMismatch)
         }
-        Err(if kid_known { KeyMiss::AlgorithmMismatch } else { KeyMiss::UnknownKid })
+    }
+
+    /// How many JWKs of the document were usable (each may serve several algorithms).
+    pub fn usable_jwks(&self) -> usize {
+        self.usable_jwks
     }
 }
 
@@ -375,12 +381,13 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_kids_use_the_first_key_of_the_matching_algorithm() {
+    fn duplicate_kids_try_every_key_of_the_matching_algorithm() {
         let good = ISTIO_JWKS.trim().trim_start_matches("{ \"keys\":[").trim_end_matches("]}");
         let doc = format!(r#"{{"keys":[{good},{good}]}}"#);
         let set = KeySet::parse(doc.as_bytes(), false).unwrap();
         assert_eq!(set.len(), 12);
-        assert_eq!(found_algs(&set, Some(ISTIO_KID), Algorithm::Rs256), Ok(1));
+        assert_eq!(set.usable_jwks(), 2);
+        assert_eq!(found_algs(&set, Some(ISTIO_KID), Algorithm::Rs256), Ok(2));
         assert_eq!(found_algs(&set, None, Algorithm::Rs256), Ok(2));
     }
 }

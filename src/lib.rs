@@ -12,6 +12,7 @@ pub mod claims;
 pub mod config;
 pub mod extract;
 pub mod hostsig;
+pub mod json;
 pub mod jwks;
 pub mod keycache;
 pub mod tokencache;

@@ -16,6 +16,7 @@ use jwt_simple::JWTError;
 use serde_json::Value;
 
 use crate::config::JwtRule;
+use crate::json::parse_strict;
 use crate::jwks::{Jwk, KeyMiss, KeySet, VerifyingKey};
 
 /// The JWS algorithms the filter verifies (RFC 7518 names, plus RFC 8037 `EdDSA`).
@@ -198,17 +199,18 @@ pub fn decode(raw: &str, max_bytes: usize) -> Result<DecodedToken<'_>, Rejection
         return Err(Rejection::TooLarge);
     }
     let mut parts = raw.split('.');
-    let (Some(_header_b64), Some(payload_b64), Some(signature_b64), None) =
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Rejection::Malformed);
     };
-    if signature_b64.is_empty() {
-        // An empty signature is what `alg: none` tokens carry; never a valid JWS.
-        return Err(Rejection::Malformed);
-    }
+    // Strict JSON first (duplicate members, depth), then jwt-simple's reading of the header.
+    decode_json_segment(header_b64)?;
     let header = Token::decode_metadata(raw).map_err(|_| Rejection::Malformed)?;
     let alg = Algorithm::from_name(header.algorithm()).ok_or(Rejection::UnsupportedAlgorithm)?;
+    if signature_b64.is_empty() {
+        return Err(Rejection::Malformed);
+    }
     if header.critical().is_some() {
         return Err(Rejection::CriticalHeader);
     }
@@ -239,7 +241,7 @@ pub fn decode(raw: &str, max_bytes: usize) -> Result<DecodedToken<'_>, Rejection
 
 fn decode_json_segment(segment: &str) -> Result<Value, Rejection> {
     let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| Rejection::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)
+    parse_strict(&bytes).ok_or(Rejection::Malformed)
 }
 
 /// `exp` and `nbf` against `now`, allowing `clock_skew` either way (RFC 7519 §4.1.4–5).
@@ -475,7 +477,9 @@ mod tests {
         assert_eq!(decode(&none, 8192).unwrap_err(), Rejection::UnsupportedAlgorithm);
         let parts: Vec<&str> = none.split('.').collect();
         let unsigned = format!("{}.{}.", parts[0], parts[1]);
-        assert_eq!(decode(&unsigned, 8192).unwrap_err(), Rejection::Malformed);
+        assert_eq!(decode(&unsigned, 8192).unwrap_err(), Rejection::UnsupportedAlgorithm);
+        let rs_unsigned = format!("{}.", token.rsplit_once('.').unwrap().0);
+        assert_eq!(decode(&rs_unsigned, 8192).unwrap_err(), Rejection::Malformed);
         // HS256 "signed" with the RSA public key: the RSA key never becomes an HMAC key.
         let hs = with_segment(&token, 0, &format!(r#"{{"alg":"HS256","kid":"{ISTIO_KID}"}}"#));
         assert_eq!(check(&hs, json!({})), Err(Rejection::AlgorithmMismatch));
@@ -522,6 +526,9 @@ mod tests {
             with_segment(&token, 1, r#"{"iss":"x","exp":1.5}"#),
             with_segment(&token, 1, r#"{"iss":"x","exp":-1}"#),
             with_segment(&token, 1, &"[".repeat(5000)),
+            with_segment(&token, 1, &format!(r#"{{"iss":"{ISSUER}","x":{}{}}}"#, "[".repeat(100), "]".repeat(100))),
+            with_segment(&token, 1, &format!(r#"{{"iss":"evil","iss":"{ISSUER}"}}"#)),
+            with_segment(&token, 0, r#"{"alg":"RS256","alg":"RS256"}"#),
         ];
         for case in cases {
             assert_eq!(decode(&case, 1 << 20).err(), Some(Rejection::Malformed), "{case:.40}");

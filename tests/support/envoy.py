@@ -6,8 +6,9 @@ built filter, each on free 127.0.0.1 ports, stopped on teardown.
     r = env.get("/headers", token=tokens.GROUPS_SCOPE_JWT)
     env.stop(); hb.stop()
 
-start_envoy() derives its config from the repository's envoy.yaml, replacing only ports, the
-wasm path and the filter's JSON configuration, so the tests exercise the routes users run.
+start_envoy() derives its config from the repository's envoy.yaml (or another file of the same
+shape given as `config_path`, e.g. envoy-browser.yaml), replacing only ports, the wasm path and
+the filter's JSON configuration, so the tests exercise the routes users run.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import requests
 import yaml
@@ -135,45 +136,48 @@ def seed_config(jwks_uri: str, rule: dict | None = None, **top: Any) -> dict:
 
 # --- Envoy -----------------------------------------------------------------------------
 
-def _wasm_filter(cfg: dict) -> dict:
+def _wasm_filter(cfg: dict, source: Path = ENVOY_YAML) -> dict:
     for listener in cfg["static_resources"]["listeners"]:
         for chain in listener["filter_chains"]:
             for f in chain["filters"]:
                 for hf in f.get("typed_config", {}).get("http_filters", []):
                     if hf["name"] == "envoy.filters.http.wasm":
                         return hf["typed_config"]["config"]
-    raise HarnessError(f"{ENVOY_YAML} has no envoy.filters.http.wasm filter")
+    raise HarnessError(f"{source} has no envoy.filters.http.wasm filter")
 
 
-def _set_cluster_port(cfg: dict, name: str, port: int) -> None:
+def _set_cluster_port(cfg: dict, name: str, port: int, source: Path = ENVOY_YAML) -> None:
     for cluster in cfg["static_resources"]["clusters"]:
         if cluster["name"] == name:
             for group in cluster["load_assignment"]["endpoints"]:
                 for ep in group["lb_endpoints"]:
                     ep["endpoint"]["address"]["socket_address"]["port_value"] = port
             return
-    raise HarnessError(f"{ENVOY_YAML} has no cluster {name!r}")
+    raise HarnessError(f"{source} has no cluster {name!r}")
 
 
 def render_config(filter_config: dict | str, *, listener_port: int, admin_port: int,
                   httpbin_port: int, jwks_port: int, wasm: Path = WASM,
-                  extra_clusters: dict[str, int] | None = None) -> dict:
-    """envoy.yaml with the test's ports, the wasm's absolute path and `filter_config`
-    (a dict is JSON-encoded; a str is used verbatim, e.g. for invalid JSON).
+                  extra_clusters: dict[str, int] | None = None,
+                  config_path: Path | None = None) -> dict:
+    """envoy.yaml (or `config_path`, a file of the same shape) with the test's ports, the
+    wasm's absolute path and `filter_config` (a dict is JSON-encoded; a str is used verbatim,
+    e.g. for invalid JSON).
     `extra_clusters` adds clusters {name: port on 127.0.0.1}, shaped like the jwks one."""
-    cfg = copy.deepcopy(yaml.safe_load(ENVOY_YAML.read_text()))
+    source = Path(config_path) if config_path is not None else ENVOY_YAML
+    cfg = copy.deepcopy(yaml.safe_load(source.read_text()))
     cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
     cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listener_port
-    _set_cluster_port(cfg, "httpbin", httpbin_port)
-    _set_cluster_port(cfg, "jwks", jwks_port)
-    wasm_cfg = _wasm_filter(cfg)
+    _set_cluster_port(cfg, "httpbin", httpbin_port, source)
+    _set_cluster_port(cfg, "jwks", jwks_port, source)
+    wasm_cfg = _wasm_filter(cfg, source)
     wasm_cfg["vm_config"]["code"]["local"]["filename"] = str(Path(wasm).resolve())
     for name, port in (extra_clusters or {}).items():
         jwks = next(c for c in cfg["static_resources"]["clusters"] if c["name"] == "jwks")
         extra = copy.deepcopy(jwks)
         extra["name"] = extra["load_assignment"]["cluster_name"] = name
         cfg["static_resources"]["clusters"].append(extra)
-        _set_cluster_port(cfg, name, port)
+        _set_cluster_port(cfg, name, port, source)
     value = filter_config if isinstance(filter_config, str) else json.dumps(filter_config)
     wasm_cfg["configuration"]["value"] = value
     return cfg
@@ -249,10 +253,15 @@ def start_envoy(filter_config: dict | str, *, jwks_port: int, httpbin_port: int,
                 concurrency: int = 2, workdir: Path | None = None, log_level: str = "info",
                 component_log_level: str | None = "wasm:debug", wasm: Path = WASM,
                 extra_clusters: dict[str, int] | None = None,
-                wait_ready: bool = True, timeout: float = 60) -> Envoy:
+                rewrite: Callable[[dict], None] | None = None,
+                wait_ready: bool = True, timeout: float = 60,
+                config_path: Path | None = None) -> Envoy:
     """Starts Envoy with `filter_config` and waits until admin /ready says LIVE and the
     listener accepts connections. Raises HarnessError with the log tail if it does not.
-    With wait_ready=False it returns at once (for tests of start-up failures)."""
+    `rewrite` may change the rendered configuration in place before Envoy reads it (e.g. to
+    swap the wasm filter for Envoy's own jwt_authn, see test_differential.py).
+    With wait_ready=False it returns at once (for tests of start-up failures).
+    `config_path` replaces envoy.yaml as the file the configuration is derived from."""
     if not Path(wasm).is_file():
         raise HarnessError(f"the filter is not built: {wasm} is missing (run scripts/build.sh)")
     if not ENVOY_BIN.exists():
@@ -262,7 +271,9 @@ def start_envoy(filter_config: dict | str, *, jwks_port: int, httpbin_port: int,
     listener_port, admin_port = free_port(), free_port()
     cfg = render_config(filter_config, listener_port=listener_port, admin_port=admin_port,
                         httpbin_port=httpbin_port, jwks_port=jwks_port, wasm=wasm,
-                        extra_clusters=extra_clusters)
+                        extra_clusters=extra_clusters, config_path=config_path)
+    if rewrite is not None:
+        rewrite(cfg)
     cfg_path = workdir / f"envoy-{listener_port}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     log_path = workdir / f"envoy-{listener_port}.log"

@@ -13,6 +13,9 @@ Control, on the same port
        reset    closes the connection with a TCP RST (SO_LINGER 0), no response
        down     closes the connection without a response (FIN); for connection refused,
                 stop the server (JwksServer.stop()) and start it again on the same port
+  POST /_control/hold[?max=SECONDS]        hold every /jwks.json answer (whatever the mode)
+                                           until /_control/release, or `max` seconds (10)
+  POST /_control/release                   answer the held requests, stop holding
   POST /_control/keyset?k=A|AB|B|istio     serve a named key set (see tokens.py)
   POST /_control/keyset   (JSON body)      serve that body verbatim
   GET  /_control/hits                      {"hits": n, "discovery_hits": m, "mode": ..}
@@ -22,6 +25,11 @@ Run as a script:
   python tests/support/jwks_server.py --port 8091 --jwks tests/fixtures/istio-samples/jwks.json
 Or in-process:
   srv = JwksServer(keyset="A").start(); srv.set_mode("500"); srv.hits; srv.stop()
+
+Recorded per /jwks.json request: `hits`, `request_headers` and `hit_log` ((monotonic time,
+mode it was answered in) pairs); per discovery request: `discovery_hits` and
+`discovery_request_headers`. `public_host` names the host the discovery document uses in
+`issuer` and `jwks_uri` (default 127.0.0.1; the server always listens on 127.0.0.1).
 """
 from __future__ import annotations
 
@@ -83,6 +91,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path == "/jwks.json":
             mode, delay, body = owner._on_hit({k.lower(): v for k, v in self.headers.items()})
+            gate, hold_max = owner._gate, owner.hold_max
+            if not gate.is_set():
+                gate.wait(hold_max)
             if mode == "slow":
                 time.sleep(delay)
                 mode = "ok"
@@ -99,7 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/.well-known/openid-configuration":
             with owner._lock:
                 owner.discovery_hits += 1
-            doc = {"issuer": owner.issuer, "jwks_uri": owner.url + "/jwks.json"}
+                owner.discovery_request_headers.append({k.lower(): v for k, v in self.headers.items()})
+            doc = {"issuer": owner.issuer, "jwks_uri": owner.public_url + "/jwks.json"}
             self._send(200, json.dumps(doc).encode())
         elif path == "/_control/hits":
             self._send(200, json.dumps(owner.status()).encode())
@@ -124,6 +136,10 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ValueError("give ?k=A|AB|B|istio or a JSON body")
             elif url.path == "/_control/reset-hits":
                 owner.reset_hits()
+            elif url.path == "/_control/hold":
+                owner.hold(float(q["max"]) if "max" in q else None)
+            elif url.path == "/_control/release":
+                owner.release()
             else:
                 self._send(404, b'{"error":"not found"}')
                 return
@@ -151,14 +167,21 @@ class JwksServer:
     (0: a free port, see .port after start())."""
 
     def __init__(self, port: int = 0, keyset: str | None = "istio", body: bytes | None = None,
-                 issuer: str | None = None, slow_delay: float = 10.0, verbose: bool = False):
+                 issuer: str | None = None, slow_delay: float = 10.0, verbose: bool = False,
+                 public_host: str | None = None):
         self.port = port
+        self.public_host = public_host
         self.verbose = verbose
         self.mode = "ok"
         self.slow_delay = slow_delay
         self.hits = 0
         self.discovery_hits = 0
         self.request_headers: list[dict] = []  # of each /jwks.json request, names lower-cased
+        self.hit_log: list[tuple[float, str]] = []  # (time.monotonic(), mode) per /jwks.json hit
+        self.discovery_request_headers: list[dict] = []
+        self.hold_max = 10.0
+        self._gate = threading.Event()
+        self._gate.set()  # open: answer at once
         self._issuer = issuer
         self._lock = threading.Lock()
         self._httpd: _Server | None = None
@@ -179,10 +202,27 @@ class JwksServer:
         return self.url + "/jwks.json"
 
     @property
+    def public_url(self) -> str:
+        """The base URL under `public_host` (the discovery document's hosts)."""
+        return f"http://{self.public_host or '127.0.0.1'}:{self.port}"
+
+    @property
     def issuer(self) -> str:
-        """The issuer of the discovery document (default: the server's base URL, so that
-        `<issuer>/.well-known/openid-configuration` is this server)."""
-        return self._issuer or self.url
+        """The issuer of the discovery document (default: the server's base URL under
+        `public_host`, so that `<issuer>/.well-known/openid-configuration` is this server)."""
+        return self._issuer or self.public_url
+
+    def hold(self, max_wait: float | None = None) -> None:
+        """Hold every /jwks.json answer until release() (at most `max_wait` seconds each, then
+        it answers anyway): a fetch is in flight for as long as a test needs."""
+        with self._lock:
+            if max_wait is not None:
+                self.hold_max = max_wait
+            self._gate.clear()
+
+    def release(self) -> None:
+        """Answer the held requests now and stop holding."""
+        self._gate.set()
 
     def set_mode(self, mode: str, delay: float | None = None) -> None:
         if mode not in MODES:
@@ -212,16 +252,20 @@ class JwksServer:
             self.hits = 0
             self.discovery_hits = 0
             self.request_headers = []
+            self.hit_log = []
+            self.discovery_request_headers = []
 
     def status(self) -> dict:
         with self._lock:
             return {"hits": self.hits, "discovery_hits": self.discovery_hits,
-                    "mode": self.mode, "slow_delay": self.slow_delay}
+                    "mode": self.mode, "slow_delay": self.slow_delay,
+                    "held": not self._gate.is_set()}
 
     def _on_hit(self, headers: dict) -> tuple[str, float, bytes]:
         with self._lock:
             self.hits += 1
             self.request_headers.append(headers)
+            self.hit_log.append((time.monotonic(), self.mode))
             return self.mode, self.slow_delay, self._body
 
     # -- lifecycle --------------------------------------------------------------------
@@ -237,7 +281,9 @@ class JwksServer:
         return self
 
     def stop(self) -> None:
-        """Stop listening: new connections are refused until start() is called again."""
+        """Stop listening: new connections are refused until start() is called again.
+        Held requests are released."""
+        self._gate.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()

@@ -252,3 +252,38 @@ def forge_hmac(header: dict, payload: dict, secret: bytes) -> str:
 
 def payload_of(token: str) -> dict:
     return json.loads(b64url_decode(token.split(".")[1]))
+
+
+def sign_text(header: dict | str, payload: Any, key: str | Key = "istio", alg: str = "RS256",
+              pad_segments: bool = False) -> str:
+    """A token over exactly this header and payload: dicts/lists are JSON-encoded compactly, a
+    str is used verbatim as the JSON text (for duplicate keys, deep nesting, non-objects).
+    `pad_segments` keeps base64 "=" padding on header and payload (signed that way)."""
+    from jwt.algorithms import get_default_algorithms
+    k = globals()["key"](key) if isinstance(key, str) else key
+
+    def seg(value: Any) -> str:
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        out = b64url(text.encode())
+        return out + "=" * (-len(out) % 4) if pad_segments else out
+
+    algorithm = get_default_algorithms()[alg]
+    signing_input = f"{seg(header)}.{seg(payload)}"
+    return f"{signing_input}.{b64url(algorithm.sign(signing_input.encode(), algorithm.prepare_key(k.private)))}"
+
+
+def sized(length: int, make) -> str:
+    """make(pad) → a token; returns the token of exactly `length` characters, growing the
+    string `pad` (which `make` puts in a claim). Raises if base64 steps skip `length`."""
+    lo, hi = 0, length
+    while lo < hi:  # smallest pad whose token is at least `length` long
+        mid = (lo + hi) // 2
+        if len(make("x" * mid)) < length:
+            lo = mid + 1
+        else:
+            hi = mid
+    for pad in (lo, lo + 1, lo + 2):
+        tok = make("x" * pad)
+        if len(tok) == length:
+            return tok
+    raise ValueError(f"no token of exactly {length} characters")
