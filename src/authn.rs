@@ -161,7 +161,12 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken], path: &str) -> 
     // Location order, whichever way each token passed.
     let mut accepted: Vec<Accepted<'_>> = hits
         .iter()
-        .map(|(presented, hit)| Accepted { presented, claims: &hit.claims, payload_b64: &hit.payload_b64, rule: hit.rule })
+        .map(|(presented, hit)| Accepted {
+            presented,
+            claims: &hit.claims,
+            payload_b64: &hit.payload_b64,
+            rule: hit.rule,
+        })
         .chain(fresh.iter().map(|(presented, token, rule)| Accepted {
             presented,
             claims: &token.claims,
@@ -380,7 +385,10 @@ mod tests {
             run(&config, &[("authorization", &good), ("authorization", &expired)], "/"),
             Verdict::Deny(Rejection::Expired)
         );
-        assert_eq!(run(&config, &[("authorization", "Bearer some.invalid.token")], "/"), Verdict::Deny(Rejection::Malformed));
+        assert_eq!(
+            run(&config, &[("authorization", "Bearer some.invalid.token")], "/"),
+            Verdict::Deny(Rejection::Malformed)
+        );
         let other_issuer = bearer(&mint_with(json!({"iss": "someone-else"})));
         assert_eq!(run(&config, &[("authorization", &other_issuer)], "/"), Verdict::Deny(Rejection::UnknownIssuer));
     }

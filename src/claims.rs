@@ -29,10 +29,8 @@ impl ClaimPath {
         if !crate::config::is_header_name(name) {
             return Err(format!("{name:?} is not a valid header name"));
         }
-        let separator = rest
-            .chars()
-            .next()
-            .ok_or_else(|| format!("{name:?} names no claim (expected e.g. x-jwt-claim.groups)"))?;
+        let separator =
+            rest.chars().next().ok_or_else(|| format!("{name:?} names no claim (expected e.g. x-jwt-claim.groups)"))?;
         // Keys keep their case from the configured name: claims are case-sensitive, while the
         // header itself is matched case-insensitively.
         let keys_text = &name[CLAIM_HEADER_PREFIX.len() + separator.len_utf8()..];

@@ -86,9 +86,8 @@ pub struct HttpUri {
 impl HttpUri {
     /// Parses an absolute http or https URI. Userinfo and fragments are refused.
     pub fn parse(text: &str) -> Result<HttpUri, String> {
-        let (scheme, rest) = text
-            .split_once("://")
-            .ok_or_else(|| format!("{text:?} is not an absolute http(s) URI"))?;
+        let (scheme, rest) =
+            text.split_once("://").ok_or_else(|| format!("{text:?} is not an absolute http(s) URI"))?;
         let scheme = scheme.to_ascii_lowercase();
         let default_port = match scheme.as_str() {
             "http" => 80,
@@ -106,19 +105,13 @@ impl HttpUri {
         if authority.is_empty() || authority.contains('@') {
             return Err(format!("{text:?}: needs a host and no userinfo"));
         }
-        let (host, port) = split_host_port(authority)
-            .ok_or_else(|| format!("{text:?}: the port is not a number from 1 to 65535"))?;
+        let (host, port) =
+            split_host_port(authority).ok_or_else(|| format!("{text:?}: the port is not a number from 1 to 65535"))?;
         let host = host.to_string();
         if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_[]:".contains(&b)) {
             return Err(format!("{text:?}: {host:?} is not a valid host"));
         }
-        Ok(HttpUri {
-            scheme,
-            port: port.unwrap_or(default_port),
-            authority: authority.to_string(),
-            host,
-            path,
-        })
+        Ok(HttpUri { scheme, port: port.unwrap_or(default_port), authority: authority.to_string(), host, path })
     }
 }
 
@@ -224,14 +217,11 @@ const RULE_FIELDS: &[&str] = &[
 impl FilterConfig {
     /// Parses and validates the plugin configuration bytes.
     pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| error("", format!("not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| error("", format!("not valid JSON: {e}")))?;
         let top = as_object(&value, "")?;
         reject_unknown(top, TOP_FIELDS, "")?;
 
-        let rules_value = top
-            .get("jwtRules")
-            .ok_or_else(|| error("jwtRules", "is required (a list of JWT rules)"))?;
+        let rules_value = top.get("jwtRules").ok_or_else(|| error("jwtRules", "is required (a list of JWT rules)"))?;
         let rules_array = as_array(rules_value, "jwtRules")?;
         if rules_array.is_empty() {
             return Err(error("jwtRules", "needs at least one rule"));
@@ -295,9 +285,8 @@ impl FilterConfig {
             }
         }
         for (name, field) in owned_headers.iter().map(|n| (n, "outputClaimToHeaders/outputPayloadToHeader")) {
-            let is_token_header = locations
-                .iter()
-                .any(|l| matches!(l, TokenLocation::Header { name: h, .. } if h == name));
+            let is_token_header =
+                locations.iter().any(|l| matches!(l, TokenLocation::Header { name: h, .. } if h == name));
             if is_token_header {
                 return Err(error(field, format!("{name:?} is also a token location")));
             }
@@ -320,11 +309,7 @@ impl FilterConfig {
     }
 }
 
-fn parse_rule(
-    value: &Value,
-    at: &str,
-    locations: &mut Vec<TokenLocation>,
-) -> Result<JwtRule, ConfigError> {
+fn parse_rule(value: &Value, at: &str, locations: &mut Vec<TokenLocation>) -> Result<JwtRule, ConfigError> {
     let obj = as_object(value, at)?;
     reject_unknown(obj, RULE_FIELDS, at)?;
     let field = |name: &str| format!("{at}.{name}");
@@ -343,15 +328,12 @@ fn parse_rule(
     let inline_jwks = opt_str(obj, "jwks", &field("jwks"))?;
     let cluster = opt_str(obj, "jwksCluster", &field("jwksCluster"))?;
     let keys = match (jwks_uri, inline_jwks) {
-        (Some(_), Some(_)) => {
-            return Err(error(&field("jwksUri"), "give exactly one of jwksUri and jwks, not both"))
-        }
+        (Some(_), Some(_)) => return Err(error(&field("jwksUri"), "give exactly one of jwksUri and jwks, not both")),
         (None, Some(text)) => {
             if cluster.is_some() {
                 return Err(error(&field("jwksCluster"), "only applies with jwksUri"));
             }
-            let set = KeySet::parse(text.as_bytes(), true)
-                .map_err(|e| error(&field("jwks"), e.to_string()))?;
+            let set = KeySet::parse(text.as_bytes(), true).map_err(|e| error(&field("jwks"), e.to_string()))?;
             KeySource::Inline(set)
         }
         (Some(uri), None) => {
@@ -375,16 +357,14 @@ fn parse_rule(
     if timeout.is_zero() {
         return Err(error(&field("timeout"), "must be greater than zero"));
     }
-    let jwks_cache_duration = opt_duration(obj, "jwksCacheDuration", &field("jwksCacheDuration"))?
-        .unwrap_or(DEFAULT_JWKS_CACHE_DURATION);
+    let jwks_cache_duration =
+        opt_duration(obj, "jwksCacheDuration", &field("jwksCacheDuration"))?.unwrap_or(DEFAULT_JWKS_CACHE_DURATION);
     if jwks_cache_duration < Duration::from_secs(1) {
         return Err(error(&field("jwksCacheDuration"), "must be at least 1s"));
     }
-    let jwks_min_refetch_interval =
-        opt_duration(obj, "jwksMinRefetchInterval", &field("jwksMinRefetchInterval"))?
-            .unwrap_or(DEFAULT_MIN_REFETCH_INTERVAL);
-    let clock_skew =
-        opt_duration(obj, "clockSkew", &field("clockSkew"))?.unwrap_or(DEFAULT_CLOCK_SKEW);
+    let jwks_min_refetch_interval = opt_duration(obj, "jwksMinRefetchInterval", &field("jwksMinRefetchInterval"))?
+        .unwrap_or(DEFAULT_MIN_REFETCH_INTERVAL);
+    let clock_skew = opt_duration(obj, "clockSkew", &field("clockSkew"))?.unwrap_or(DEFAULT_CLOCK_SKEW);
 
     let mut rule_locations = Vec::new();
     let has_headers = obj.contains_key("fromHeaders");
@@ -436,17 +416,13 @@ fn parse_rule(
 
     let forward_original_token =
         opt_bool(obj, "forwardOriginalToken", &field("forwardOriginalToken"))?.unwrap_or(false);
-    let output_payload_to_header =
-        match opt_str(obj, "outputPayloadToHeader", &field("outputPayloadToHeader"))? {
-            None => None,
-            Some(name) if is_header_name(name) => Some(name.to_ascii_lowercase()),
-            Some(name) => {
-                return Err(error(
-                    &field("outputPayloadToHeader"),
-                    format!("{name:?} is not a valid header name"),
-                ))
-            }
-        };
+    let output_payload_to_header = match opt_str(obj, "outputPayloadToHeader", &field("outputPayloadToHeader"))? {
+        None => None,
+        Some(name) if is_header_name(name) => Some(name.to_ascii_lowercase()),
+        Some(name) => {
+            return Err(error(&field("outputPayloadToHeader"), format!("{name:?} is not a valid header name")))
+        }
+    };
     let mut output_claim_to_headers = Vec::new();
     if let Some(v) = obj.get("outputClaimToHeaders") {
         for (i, entry) in as_array(v, &field("outputClaimToHeaders"))?.iter().enumerate() {
@@ -518,8 +494,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 
 /// RFC 7230 `token`: what a header name may contain.
 pub fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn as_object<'a>(v: &'a Value, at: &str) -> Result<&'a Map<String, Value>, ConfigError> {
@@ -643,7 +618,10 @@ mod tests {
         assert_eq!(remote.uri.path, "/jwks.json");
         assert_eq!(rule.jwks_min_refetch_interval, Duration::from_secs(10));
         assert_eq!(config.locations.len(), 3);
-        assert_eq!(config.locations[0], TokenLocation::Header { name: "authorization".into(), prefix: "Bearer ".into() });
+        assert_eq!(
+            config.locations[0],
+            TokenLocation::Header { name: "authorization".into(), prefix: "Bearer ".into() }
+        );
         assert_eq!(config.owned_headers, vec!["x-jwt-sub", "x-jwt-payload"]);
         assert_eq!(config.claim_headers[0].name, "x-jwt-claim.groups");
         assert_eq!(config.max_token_bytes, 4096);
@@ -677,7 +655,9 @@ mod tests {
 
     #[test]
     fn headers_only_location_drops_the_param_default() {
-        let config = parse(r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","fromHeaders":[{"name":"x-token"}]}]}"#).unwrap();
+        let config =
+            parse(r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","fromHeaders":[{"name":"x-token"}]}]}"#)
+                .unwrap();
         assert_eq!(config.locations, vec![TokenLocation::Header { name: "x-token".into(), prefix: String::new() }]);
     }
 
@@ -710,16 +690,37 @@ mod tests {
             (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","clockSkew":"-1s"}]}"#, "jwtRules[0].clockSkew"),
             (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","audiences":"a"}]}"#, "jwtRules[0].audiences"),
             (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","audiences":[1]}]}"#, "jwtRules[0].audiences[0]"),
-            (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","fromHeaders":[{"prefix":"B "}]}]}"#, "jwtRules[0].fromHeaders[0].name"),
-            (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","fromHeaders":[{"name":"a b"}]}]}"#, "jwtRules[0].fromHeaders[0].name"),
-            (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","forwardOriginalToken":"no"}]}"#, "jwtRules[0].forwardOriginalToken"),
-            (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","outputClaimToHeaders":[{"header":"x"}]}]}"#, "jwtRules[0].outputClaimToHeaders[0].claim"),
-            (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","outputPayloadToHeader":"bad header"}]}"#, "jwtRules[0].outputPayloadToHeader"),
+            (
+                r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","fromHeaders":[{"prefix":"B "}]}]}"#,
+                "jwtRules[0].fromHeaders[0].name",
+            ),
+            (
+                r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","fromHeaders":[{"name":"a b"}]}]}"#,
+                "jwtRules[0].fromHeaders[0].name",
+            ),
+            (
+                r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","forwardOriginalToken":"no"}]}"#,
+                "jwtRules[0].forwardOriginalToken",
+            ),
+            (
+                r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","outputClaimToHeaders":[{"header":"x"}]}]}"#,
+                "jwtRules[0].outputClaimToHeaders[0].claim",
+            ),
+            (
+                r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","outputPayloadToHeader":"bad header"}]}"#,
+                "jwtRules[0].outputPayloadToHeader",
+            ),
             (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","jwksCluster":""}]}"#, "jwtRules[0].jwksCluster"),
             (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","issuerr":"x"}]}"#, "jwtRules[0].issuerr"),
-            (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j"},{"issuer":"i","jwksUri":"http://h/j"}]}"#, "jwtRules[1].issuer"),
+            (
+                r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j"},{"issuer":"i","jwksUri":"http://h/j"}]}"#,
+                "jwtRules[1].issuer",
+            ),
             (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j"}],"claimHeaders":["x-groups"]}"#, "claimHeaders[0]"),
-            (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j"}],"claimHeaders":["x-jwt-claim"]}"#, "claimHeaders[0]"),
+            (
+                r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j"}],"claimHeaders":["x-jwt-claim"]}"#,
+                "claimHeaders[0]",
+            ),
             (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j"}],"requireToken":1}"#, "requireToken"),
             (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j"}],"maxTokenBytes":1}"#, "maxTokenBytes"),
             (r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j"}],"claimHeader":[]}"#, "claimHeader"),
@@ -728,7 +729,8 @@ mod tests {
         for (json, field) in cases {
             assert_eq!(&err_field(json), field, "{json}");
         }
-        let message = parse(r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","timeout":"soon"}]}"#).unwrap_err().to_string();
+        let message =
+            parse(r#"{"jwtRules":[{"issuer":"i","jwksUri":"http://h/j","timeout":"soon"}]}"#).unwrap_err().to_string();
         assert!(message.contains("jwtRules[0].timeout") && message.contains("soon"), "{message}");
     }
 
@@ -756,7 +758,10 @@ mod tests {
     #[test]
     fn uris() {
         let u = HttpUri::parse("https://idp.example.com:8443/a/b?x=1").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.authority.as_str(), u.path.as_str()), ("idp.example.com", 8443, "idp.example.com:8443", "/a/b?x=1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.authority.as_str(), u.path.as_str()),
+            ("idp.example.com", 8443, "idp.example.com:8443", "/a/b?x=1")
+        );
         let u = HttpUri::parse("http://[::1]:9000").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("[::1]", 9000, "/"));
         for bad in ["idp.example.com/jwks", "http://", "http://user@h/", "http://h:0/", "http://h/#f", "http://h h/"] {

@@ -83,10 +83,8 @@ pub fn without_param(path: &str, name: &str) -> String {
     let Some((base, query)) = path.split_once('?') else {
         return path.to_string();
     };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && p.split_once('=').map(|(k, _)| k).unwrap_or(p) != name)
-        .collect();
+    let kept: Vec<&str> =
+        query.split('&').filter(|p| !p.is_empty() && p.split_once('=').map(|(k, _)| k).unwrap_or(p) != name).collect();
     if kept.is_empty() {
         base.to_string()
     } else {

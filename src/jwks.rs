@@ -190,9 +190,7 @@ fn member<'a>(jwk: &'a Map<String, Value>, name: &str) -> Result<&'a str, String
 fn b64_member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
     let text = member(jwk, name)?;
     // Some issuers pad their base64url; RFC 7518 says not to, but the bytes are the same.
-    URL_SAFE_NO_PAD
-        .decode(text.trim_end_matches('='))
-        .map_err(|_| format!("{name:?} is not base64url"))
+    URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).map_err(|_| format!("{name:?} is not base64url"))
 }
 
 /// One JWK into the keys it yields (RSA keys without `alg` yield one per RSA algorithm).
@@ -374,10 +372,7 @@ mod tests {
         assert_eq!(KeySet::parse(b"<html>", false).unwrap_err(), JwksError::NotJson);
         assert_eq!(KeySet::parse(b"[1]", false).unwrap_err(), JwksError::NotJson);
         assert_eq!(KeySet::parse(b"{\"keys\":{}}", false).unwrap_err(), JwksError::NoKeysArray);
-        assert_eq!(
-            KeySet::parse(b"{\"keys\":[]}", false).unwrap_err(),
-            JwksError::NoUsableKey { skipped: vec![] }
-        );
+        assert_eq!(KeySet::parse(b"{\"keys\":[]}", false).unwrap_err(), JwksError::NoUsableKey { skipped: vec![] });
     }
 
     #[test]

@@ -12,23 +12,30 @@
 //! request in its own callback and a paused request resumed later (after
 //! `set_effective_context`).
 
-use std::cell::{Cell, RefCell};
+mod host_signatures;
+mod metrics;
+mod shared_keys;
+
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::authn::{authenticate, challenge, realm, Context as Request, Decision, KeyWait, KeysFor, Verdict};
-use crate::config::{FilterConfig, HttpUri, JwtRule, KeySource, RemoteJwks};
+use crate::config::{FilterConfig, HttpUri, KeySource, RemoteJwks};
 use crate::extract::{find_tokens, is_owned_header, FoundToken};
 use crate::jwks::KeySet;
-use crate::keycache::{Availability, KeyPolicy, KeyRecord};
-use crate::hostsig;
+use crate::keycache::Availability;
 use crate::tokencache::TokenCache;
-use crate::verify::{HostVerifier, Rejection};
+use crate::verify::Rejection;
+
+use host_signatures::EnvoySignatures;
+use metrics::Metrics;
+use shared_keys::RemoteKeys;
 
 /// A JWKS or discovery document larger than this is a failed fetch, not something to parse.
 const MAX_FETCH_BODY_BYTES: usize = 256 * 1024;
@@ -36,8 +43,6 @@ const MAX_FETCH_BODY_BYTES: usize = 256 * 1024;
 const IDLE_TICK: Duration = Duration::from_millis(500);
 /// While requests wait for keys another worker may be fetching, poll the shared record often.
 const WAITING_TICK: Duration = Duration::from_millis(20);
-/// Compare-and-swap attempts on a shared record before giving up for this round.
-const CAS_ATTEMPTS: usize = 8;
 
 proxy_wasm::main! {{
     // Host calls are not allowed here; on_vm_start takes Envoy's log level.
@@ -50,79 +55,6 @@ fn now_ms() -> u64 {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Counters in Envoy's stats (`wasmcustom.jwt_claims_filter.*`). Defined by name in every
-/// VM; Envoy keeps one counter per name, so the workers' counts add up.
-struct Metrics {
-    fetch_success: Option<u32>,
-    fetch_failure: Option<u32>,
-    unknown_kid_refetch: Option<u32>,
-    allowed: Option<u32>,
-    denied: Vec<(Rejection, Option<u32>)>,
-}
-
-impl Metrics {
-    fn define() -> Metrics {
-        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, &format!("jwt_claims_filter.{name}")).ok();
-        Metrics {
-            fetch_success: counter("jwks_fetch_success"),
-            fetch_failure: counter("jwks_fetch_failure"),
-            unknown_kid_refetch: counter("jwks_unknown_kid_refetch"),
-            allowed: counter("requests_allowed"),
-            denied: Rejection::ALL.iter().map(|r| (*r, counter(&format!("requests_denied.{}", r.reason())))).collect(),
-        }
-    }
-
-    fn bump(id: Option<u32>) {
-        if let Some(id) = id {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
-    }
-
-    fn denied(&self, rejection: Rejection) {
-        Metrics::bump(self.denied.iter().find(|(r, _)| *r == rejection).and_then(|(_, id)| *id));
-    }
-}
-
-/// Envoy's `verify_signature` foreign function: BoringSSL, natively, for RS*/ES* tokens.
-/// Trusted only after it passed `hostsig::host_answers_correctly` in this VM.
-struct EnvoySignatures {
-    usable: Cell<bool>,
-}
-
-impl EnvoySignatures {
-    const FUNCTION: &'static str = "verify_signature";
-
-    fn probe() -> EnvoySignatures {
-        let candidate = EnvoySignatures { usable: Cell::new(true) };
-        let usable = hostsig::host_answers_correctly(&candidate);
-        if usable {
-            log::info!("signatures: RS*/ES* verified by the host (Envoy verify_signature)");
-        } else {
-            log::info!("signatures: host verification unavailable; jwt-simple verifies all algorithms");
-        }
-        candidate.usable.set(usable);
-        candidate
-    }
-}
-
-impl HostVerifier for EnvoySignatures {
-    fn verify(&self, hash: &str, spki_der: &[u8], signing_input: &[u8], signature: &[u8]) -> Option<bool> {
-        if !self.usable.get() {
-            return None;
-        }
-        let arguments = hostsig::encode_arguments(hash, spki_der, signature, signing_input);
-        match hostcalls::call_foreign_function(Self::FUNCTION, Some(&arguments)) {
-            Ok(answer) => Some(answer.is_some_and(|bytes| hostsig::decode_result(&bytes))),
-            Err(Status::NotFound) => {
-                self.usable.set(false);
-                None
-            }
-            // The host could not import the key or hash: let jwt-simple decide.
-            Err(_) => None,
-        }
-    }
 }
 
 /// A dispatched fetch: for which rule, and whether it asks for the discovery document.
@@ -139,100 +71,6 @@ struct WaitingRequest {
     path: String,
     realm: String,
     deadline_ms: u64,
-}
-
-/// One remote rule's view of its shared key record.
-struct RemoteKeys {
-    /// The shared-data key: one record per (cluster, URI) per Envoy process.
-    shared_key: String,
-    policy: KeyPolicy,
-    /// The record as last read or written by this VM.
-    record: KeyRecord,
-    /// The key set parsed from the record's JWKS, with its generation.
-    loaded: Option<(u64, KeySet)>,
-}
-
-impl RemoteKeys {
-    fn new(rule: &JwtRule, remote: &RemoteJwks) -> RemoteKeys {
-        RemoteKeys {
-            shared_key: format!("jwt_claims_filter.jwks|{}|{}://{}{}", remote.cluster, remote.uri.scheme, remote.uri.authority, remote.uri.path),
-            policy: KeyPolicy {
-                cache_duration: rule.jwks_cache_duration,
-                min_refetch_interval: rule.jwks_min_refetch_interval,
-                fetch_timeout: rule.timeout,
-            },
-            record: KeyRecord::default(),
-            loaded: None,
-        }
-    }
-
-    /// Takes a record as current, parsing its JWKS if this VM has not seen that generation.
-    fn adopt(&mut self, record: KeyRecord) {
-        if let Some(cached) = record.keys() {
-            if self.loaded.as_ref().map(|(generation, _)| *generation) != Some(cached.generation) {
-                match KeySet::parse(cached.jwks.as_bytes(), false) {
-                    Ok(keys) => self.loaded = Some((cached.generation, keys)),
-                    Err(e) => log::warn!("jwks: shared key set unusable: {e}"),
-                }
-            }
-        }
-        self.record = record;
-    }
-
-    /// Re-reads the shared record.
-    fn sync(&mut self) {
-        let (record, _) = read_record(&self.shared_key);
-        self.adopt(record);
-    }
-
-    /// Applies `change` to the shared record by compare-and-swap; `change` returns whether it
-    /// changed anything (and so whether to write). Returns `true` when a change was written.
-    fn update(&mut self, mut change: impl FnMut(&mut KeyRecord) -> bool) -> bool {
-        for _ in 0..CAS_ATTEMPTS {
-            let (mut record, cas) = read_record(&self.shared_key);
-            if !change(&mut record) {
-                self.adopt(record);
-                return false;
-            }
-            match hostcalls::set_shared_data(&self.shared_key, Some(&record.encode()), cas) {
-                Ok(()) => {
-                    self.adopt(record);
-                    return true;
-                }
-                Err(Status::CasMismatch) => continue, // another worker wrote first: re-read
-                Err(status) => {
-                    log::warn!("jwks: cannot write shared data ({status:?})");
-                    return false;
-                }
-            }
-        }
-        false
-    }
-
-    fn keys_for(&self, now_ms: u64) -> KeysFor<'_> {
-        match self.record.availability(now_ms) {
-            Availability::Keys(_) => match &self.loaded {
-                Some((generation, keys)) => KeysFor::Ready {
-                    keys,
-                    generation: *generation,
-                    may_refetch: self.record.may_refetch_for_unknown_kid(now_ms, &self.policy),
-                },
-                None => KeysFor::Unavailable,
-            },
-            Availability::Pending => KeysFor::Pending,
-            Availability::Unavailable => KeysFor::Unavailable,
-        }
-    }
-}
-
-/// The shared record and its CAS token; an empty record when there is none (or it is not
-/// one this version understands).
-fn read_record(key: &str) -> (KeyRecord, Option<u32>) {
-    match hostcalls::get_shared_data(key) {
-        Ok((Some(bytes), cas)) => (KeyRecord::decode(&bytes).unwrap_or_default(), cas),
-        Ok((None, cas)) => (KeyRecord::default(), cas),
-        Err(_) => (KeyRecord::default(), None),
-    }
 }
 
 /// Why a fetch is being started.
@@ -501,7 +339,8 @@ impl Plugin {
 
     /// Poll fast while requests wait or first keys are on their way, slowly otherwise.
     fn set_tick(&self, now_ms: u64) {
-        let first_keys_pending = self.remotes.iter().flatten().any(|r| r.record.availability(now_ms) == Availability::Pending);
+        let first_keys_pending =
+            self.remotes.iter().flatten().any(|r| r.record.availability(now_ms) == Availability::Pending);
         let period = if self.waiting.is_empty() && !first_keys_pending { IDLE_TICK } else { WAITING_TICK };
         let _ = hostcalls::set_tick_period(period);
     }

@@ -1,0 +1,110 @@
+//! A remote rule's key set as this VM sees it: a snapshot of the shared record (proxy-wasm
+//! shared data, one per Envoy process) and the key set parsed from it.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::Status;
+
+use crate::authn::KeysFor;
+use crate::config::{JwtRule, RemoteJwks};
+use crate::jwks::KeySet;
+use crate::keycache::{Availability, KeyPolicy, KeyRecord};
+
+/// Compare-and-swap attempts on a shared record before giving up for this round.
+const CAS_ATTEMPTS: usize = 8;
+
+/// One remote rule's view of its shared key record.
+pub(super) struct RemoteKeys {
+    /// The shared-data key: one record per (cluster, URI) per Envoy process.
+    pub(super) shared_key: String,
+    pub(super) policy: KeyPolicy,
+    /// The record as last read or written by this VM.
+    pub(super) record: KeyRecord,
+    /// The key set parsed from the record's JWKS, with its generation.
+    loaded: Option<(u64, KeySet)>,
+}
+
+impl RemoteKeys {
+    pub(super) fn new(rule: &JwtRule, remote: &RemoteJwks) -> RemoteKeys {
+        RemoteKeys {
+            shared_key: format!(
+                "jwt_claims_filter.jwks|{}|{}://{}{}",
+                remote.cluster, remote.uri.scheme, remote.uri.authority, remote.uri.path
+            ),
+            policy: KeyPolicy {
+                cache_duration: rule.jwks_cache_duration,
+                min_refetch_interval: rule.jwks_min_refetch_interval,
+                fetch_timeout: rule.timeout,
+            },
+            record: KeyRecord::default(),
+            loaded: None,
+        }
+    }
+
+    /// Takes a record as current, parsing its JWKS if this VM has not seen that generation.
+    fn adopt(&mut self, record: KeyRecord) {
+        if let Some(cached) = record.keys() {
+            if self.loaded.as_ref().map(|(generation, _)| *generation) != Some(cached.generation) {
+                match KeySet::parse(cached.jwks.as_bytes(), false) {
+                    Ok(keys) => self.loaded = Some((cached.generation, keys)),
+                    Err(e) => log::warn!("jwks: shared key set unusable: {e}"),
+                }
+            }
+        }
+        self.record = record;
+    }
+
+    /// Re-reads the shared record.
+    pub(super) fn sync(&mut self) {
+        let (record, _) = read_record(&self.shared_key);
+        self.adopt(record);
+    }
+
+    /// Applies `change` to the shared record by compare-and-swap; `change` returns whether it
+    /// changed anything (and so whether to write). Returns `true` when a change was written.
+    pub(super) fn update(&mut self, mut change: impl FnMut(&mut KeyRecord) -> bool) -> bool {
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut record, cas) = read_record(&self.shared_key);
+            if !change(&mut record) {
+                self.adopt(record);
+                return false;
+            }
+            match hostcalls::set_shared_data(&self.shared_key, Some(&record.encode()), cas) {
+                Ok(()) => {
+                    self.adopt(record);
+                    return true;
+                }
+                Err(Status::CasMismatch) => continue, // another worker wrote first: re-read
+                Err(status) => {
+                    log::warn!("jwks: cannot write shared data ({status:?})");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    pub(super) fn keys_for(&self, now_ms: u64) -> KeysFor<'_> {
+        match self.record.availability(now_ms) {
+            Availability::Keys(_) => match &self.loaded {
+                Some((generation, keys)) => KeysFor::Ready {
+                    keys,
+                    generation: *generation,
+                    may_refetch: self.record.may_refetch_for_unknown_kid(now_ms, &self.policy),
+                },
+                None => KeysFor::Unavailable,
+            },
+            Availability::Pending => KeysFor::Pending,
+            Availability::Unavailable => KeysFor::Unavailable,
+        }
+    }
+}
+
+/// The shared record and its CAS token; an empty record when there is none (or it is not
+/// one this version understands).
+fn read_record(key: &str) -> (KeyRecord, Option<u32>) {
+    match hostcalls::get_shared_data(key) {
+        Ok((Some(bytes), cas)) => (KeyRecord::decode(&bytes).unwrap_or_default(), cas),
+        Ok((None, cas)) => (KeyRecord::default(), cas),
+        Err(_) => (KeyRecord::default(), None),
+    }
+}
