@@ -32,13 +32,21 @@ fn main() {
     ];
     let keys_for = |_: usize| KeysFor::Ready { keys, generation: 0, may_refetch: false };
 
-    for (label, capacity, rounds) in [("cached", 1000, iterations), ("uncached (RS256 in jwt-simple)", 0, iterations / 100)] {
+    for (label, capacity, rounds) in
+        [("cached", 1000, iterations), ("uncached (RS256 in jwt-simple)", 0, iterations / 100)]
+    {
         let mut cache = TokenCache::new(capacity);
         let started = Instant::now();
         let mut allowed = 0u32;
         for _ in 0..rounds.max(1) {
             let found = find_tokens(&config.locations, &headers, "/headers");
-            let ctx = Context { config: &config, keys: &keys_for, cache: &cache, host: &BuiltinOnly, now_secs: 1_800_000_000 };
+            let ctx = Context {
+                config: &config,
+                keys: &keys_for,
+                cache: &cache,
+                host: &BuiltinOnly,
+                now_secs: 1_800_000_000,
+            };
             let decision = authenticate(&ctx, &found, "/headers");
             if matches!(decision.verdict, jwt_claims_filter::authn::Verdict::Allow(_)) {
                 allowed += 1;
