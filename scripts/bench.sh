@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Benchmarks the filter against Envoy's native jwt_authn, side by side (issue 5).
+#
+#   scripts/bench.sh                 3 rounds, RS256 + ES256 + EdDSA, ~10 minutes
+#   scripts/bench.sh --quick         smoke check: 1 round, 3 s per repeated-token run
+#   scripts/bench.sh --alg RS256 --rounds 5 --duration 10 --token-cache-size 1000 --rss-100k
+#   scripts/bench.sh --help          every option
+#
+# Four configurations (no auth filter; native jwt_authn with and without jwt_cache_config;
+# this filter), each a fresh Envoy with one worker on the same route and key set, alternate
+# over the rounds; two workloads (one token repeated with wrk; 20,000 distinct tokens each
+# sent once with h2load). The medians go to stdout and to bench/latest.md as a markdown table
+# with the machine and the date. bench/bench.py does the work; its docstring explains the
+# choices. A run where any request failed or was not verified is reported as INVALID and the
+# script exits 1.
+#
+# Installs wrk and h2load (nghttp2-client) with apt if they are missing. Uses the .venv and
+# wasm/jwt_claims_filter.wasm as they are (setup.sh / build.sh only when missing). Everything
+# it starts is stopped on exit, Ctrl-C or SIGTERM.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+case " $* " in
+  *" -h "* | *" --help "*) ;;
+  *)
+    missing=()
+    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+    command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+    command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+    if [ "${#missing[@]}" -gt 0 ]; then
+      sudo=""
+      [ "$(id -u)" -eq 0 ] || sudo=sudo
+      log "installing ${missing[*]} with apt"
+      $sudo apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import jwt, yaml, envoy' 2>/dev/null; then
+      "$ROOT/scripts/setup.sh"
+    fi
+    if [ ! -f "$WASM_OUT" ]; then
+      "$ROOT/scripts/build.sh"
+    elif [ -n "$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$WASM_OUT" -print -quit 2>/dev/null)" ]; then
+      log "note: src/ changed after $WASM_OUT was built; run scripts/build.sh to measure the current code"
+    fi
+    ;;
+esac
+
+exec "$VENV/bin/python" "$ROOT/bench/bench.py" "$@"
