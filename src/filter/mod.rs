@@ -103,7 +103,11 @@ impl Plugin {
             .rules
             .iter()
             .map(|rule| match &rule.keys {
-                KeySource::Remote(remote) => Some(RemoteKeys::new(rule, remote)),
+                KeySource::Remote(remote) => {
+                    let keys = RemoteKeys::new(rule, remote);
+                    keys.ensure_record();
+                    Some(keys)
+                }
                 KeySource::Inline(_) => None,
             })
             .collect();

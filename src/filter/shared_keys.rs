@@ -53,6 +53,17 @@ impl RemoteKeys {
         self.record = record;
     }
 
+    /// Creates the shared record if no VM has yet. Envoy checks a CAS token only for a key
+    /// that exists, so the first write cannot be conditional: two VMs that both found no
+    /// record could both take the fetch lease. Writing an empty record at configuration time
+    /// (the main thread's VM configures before any worker starts) means every lease is then
+    /// taken by a real compare-and-swap.
+    pub(super) fn ensure_record(&self) {
+        if let Ok((None, _)) = hostcalls::get_shared_data(&self.shared_key) {
+            let _ = hostcalls::set_shared_data(&self.shared_key, Some(&KeyRecord::default().encode()), None);
+        }
+    }
+
     /// Re-reads the shared record.
     pub(super) fn sync(&mut self) {
         let (record, _) = read_record(&self.shared_key);
