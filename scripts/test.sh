@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds the filter, runs the native unit tests, then the
-# end-to-end tests (real Envoy + the built .wasm + httpbin + a JWKS server). Non-zero on any
-# failure. Extra arguments go to pytest (e.g. `scripts/test.sh -k seed`).
+# Installs what is missing, builds the filter, then runs, stopping at the first failure:
+#   native unit and integration tests, clippy, the verification core in wasm32 under Node,
+#   a short fuzzing pass of every target, and the end-to-end tests (real Envoy + the built
+#   .wasm + httpbin + JWKS servers).
+# Extra arguments go to pytest (e.g. `scripts/test.sh -k seed`).
+# FUZZ_SECONDS sets the fuzzing time per target (default 10; 0 skips fuzzing).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -9,13 +12,21 @@ cd "$ROOT"
 "$ROOT/scripts/setup.sh"
 "$ROOT/scripts/build.sh"
 
-log "native unit tests"
-cargo test --lib --quiet
+log "native unit and integration tests"
+cargo test --quiet
 
 if rustup_has_target wasm32-wasip1 && cargo clippy --version >/dev/null 2>&1; then
   log "clippy (wasm32-wasip1, unwrap/expect/panic denied outside tests)"
   cargo clippy --quiet --lib --target wasm32-wasip1 -- -D warnings
   cargo clippy --quiet --lib --tests -- -D warnings
+fi
+
+log "verification core in wasm32-unknown-unknown (wasm-bindgen-test on Node)"
+"$ROOT/scripts/test-wasm-core.sh"
+
+if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
+  log "fuzzing, ${FUZZ_SECONDS:-10} s per target"
+  "$ROOT/scripts/fuzz.sh" "${FUZZ_SECONDS:-10}"
 fi
 
 log "end-to-end tests"
