@@ -12,6 +12,12 @@ fresh Envoy with one worker, checks it, measures two workloads on it, and stops 
     none            Envoy with no auth filter
     native_cache    envoy.filters.http.jwt_authn with jwt_cache_config (size = --token-cache-size)
     native_nocache  envoy.filters.http.jwt_authn without jwt_cache_config (no cache)
+    noop_wasm       a proxy-wasm filter that does nothing (bench/noop-filter: every callback
+                    returns Continue), loaded exactly like this filter (V8, the same vm_config
+                    shape, the same place before the router): the floor any proxy-wasm filter
+                    pays per request, so the filter's gap to jwt_authn splits into the Wasm
+                    runtime (noop_wasm / none) and the filter's own work (filter / noop_wasm).
+                    scripts/bench.sh builds it into bench/.cache/noop_filter.wasm.
     filter          this filter, wasm/jwt_claims_filter.wasm in V8, tokenCacheSize as given
 
   workloads
@@ -26,7 +32,7 @@ Every configuration serves the same route, GET /status/200 → Envoy direct_resp
 bench measures the cost of authentication, so there is no upstream: httpbin under gunicorn
 (sync or gthread workers) tops out far below Envoy's ~60k req/s on one core and would be the
 bottleneck, and any upstream would compete with Envoy and the load generator for this
-machine's cores. /status/200 is routed without claims, so all four configurations take the
+machine's cores. /status/200 is routed without claims, so all five configurations take the
 same route and return the same response; the auth filters still do their full work (verify,
 write x-jwt-claim.groups, clear the route cache, strip the token header), and native jwt_authn
 is configured to do the same (claim_to_headers for groups, clear_route_cache, forward: false).
@@ -40,7 +46,9 @@ Validity: a measurement counts only when every request got a 2xx, the load gener
 socket errors, Envoy's own counters agree (no 3xx/4xx/5xx), and, for the auth filters, the
 filter's "allowed" counter grew by the number of 2xx responses, i.e. every request was really
 verified (a token the filter did not find would pass unauthenticated, with Istio semantics).
-Any failure marks the run INVALID in the report, and the script exits 1.
+noop_wasm verifies nothing, so, like none, it has no such counter to check (and its start-up
+check expects 200 for a broken signature), but every other check applies to it. Any failure
+marks the run INVALID in the report, and the script exits 1.
 """
 from __future__ import annotations
 
@@ -76,15 +84,22 @@ WASM = ROOT / "wasm" / "jwt_claims_filter.wasm"
 # The run measures a snapshot of WASM taken at its start (a rebuild during the run must not
 # change the module half-way through); set in main().
 wasm_used: Path = WASM
+# The no-op proxy-wasm filter (bench/noop-filter), built and cached by scripts/bench.sh; a
+# snapshot of it is measured, like WASM.
+NOOP_WASM = BENCH / ".cache" / "noop_filter.wasm"
+noop_used: Path = NOOP_WASM
 ALGS = tk.ALGS
-KINDS = ("none", "native_cache", "native_nocache", "filter")
+KINDS = ("none", "native_cache", "native_nocache", "noop_wasm", "filter")
 LABELS = {
     "none": "no auth filter",
     "native_cache": "native jwt_authn + jwt_cache_config",
     "native_nocache": "native jwt_authn, no cache",
+    "noop_wasm": "no-op proxy-wasm filter (wasm)",
     "filter": "jwt-claims-filter (wasm)",
 }
 AUTH_KINDS = ("native_cache", "native_nocache", "filter")
+# Configurations that pass every request on unverified: a broken signature gets a 200.
+PASS_KINDS = ("none", "noop_wasm")
 TARGET_REPEATED = 0.95   # filter / native_cache, repeated token
 TARGET_DISTINCT = 0.5    # filter / native_nocache, distinct tokens, RS256
 RSS_CHUNK = 20000
@@ -238,11 +253,38 @@ def envoy_binary() -> str:
         return str(ROOT / ".venv" / "bin" / "envoy")
 
 
+def wasm_filter(name: str, path: Path, configuration: str) -> dict:
+    """An envoy.filters.http.wasm entry: `path` in V8, `configuration` as its plugin config.
+    The filter and the no-op filter are both loaded through this, so they differ only in the
+    module, its names and its configuration."""
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": name,
+                "vm_config": {
+                    "vm_id": name,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(path)}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": configuration,
+                },
+            },
+        },
+    }
+
+
 def envoy_config(kind: str, alg: str, port: int, admin_port: int, jwks_port: int,
                  cache_size: int) -> dict:
     jwks_uri = f"http://127.0.0.1:{jwks_port}/{alg}/jwks.json"
     filters: list[dict] = []
-    if kind == "filter":
+    if kind == "noop_wasm":
+        filters.append(wasm_filter("noop_filter", noop_used, "{}"))
+    elif kind == "filter":
         plugin = {
             "jwtRules": [{
                 "issuer": tk.ISSUER,
@@ -254,25 +296,7 @@ def envoy_config(kind: str, alg: str, port: int, admin_port: int, jwks_port: int
             "claimHeaders": ["x-jwt-claim.groups"],
             "tokenCacheSize": cache_size,
         }
-        filters.append({
-            "name": "envoy.filters.http.wasm",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": "jwt_claims_filter",
-                    "root_id": "jwt_claims_filter",
-                    "vm_config": {
-                        "vm_id": "jwt_claims_filter",
-                        "runtime": "envoy.wasm.runtime.v8",
-                        "code": {"local": {"filename": str(wasm_used)}},
-                    },
-                    "configuration": {
-                        "@type": "type.googleapis.com/google.protobuf.StringValue",
-                        "value": json.dumps(plugin),
-                    },
-                },
-            },
-        })
+        filters.append(wasm_filter("jwt_claims_filter", wasm_used, json.dumps(plugin)))
     elif kind in ("native_cache", "native_nocache"):
         provider = {
             "issuer": tk.ISSUER,
@@ -411,7 +435,10 @@ class Envoy:
 
 
 def allowed_counter(kind: str, stats: dict[str, int]) -> int | None:
-    """The auth filter's count of requests it let through with a verified token."""
+    """The auth filter's count of requests it let through with a verified token; None for the
+    configurations that verify nothing (none, noop_wasm)."""
+    if kind in PASS_KINDS:
+        return None
     if kind == "filter":
         for name, v in stats.items():
             if name.endswith("jwt_claims_filter.requests_allowed"):
@@ -549,9 +576,17 @@ class Bench:
         i = len(sig) // 2
         bad = f"{head}.{payload}.{sig[:i]}{'A' if sig[i] != 'A' else 'B'}{sig[i + 1:]}"
         code, body = http_get(url, {"Authorization": "Bearer " + bad})
-        want = 200 if env.kind == "none" else 401
+        want = 200 if env.kind in PASS_KINDS else 401
         if code != want:
             raise RuntimeError(f"{alg} token with a broken signature → {code}, expected {want} {body[:200]!r}")
+        if env.kind == "noop_wasm":
+            # Nothing per request shows the no-op filter ran, so check at least that its V8 VM
+            # is up (Envoy refuses a listener whose Wasm filter does not load, but be sure).
+            code, body = http_get(f"http://127.0.0.1:{env.admin_port}/stats?filter="
+                                  + urllib.parse.quote(r"^wasm\.envoy\.wasm\.runtime\.v8\.active$"))
+            m = re.search(r"wasm\.envoy\.wasm\.runtime\.v8\.active: (\d+)", body)
+            if code != 200 or not m or int(m.group(1)) < 1:
+                raise RuntimeError(f"no-op filter: no active V8 VM in Envoy's stats ({code} {body[:200]!r})")
 
     def wrk(self, env: Envoy, token: str, seconds: float) -> dict:
         argv = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
@@ -790,7 +825,10 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
         + f". Filter: commit {mach['commit']}, `wasm/jwt_claims_filter.wasm` built {mach['wasm_built']}"
         + (" (older than the sources in src/)" if mach["wasm_stale"] else "")
         + f", sha256 {wasm_sha}…, "
-        f"`tokenCacheSize` {a.token_cache_size} (native `jwt_cache_size` {max(a.token_cache_size, 1)}).",
+        f"`tokenCacheSize` {a.token_cache_size} (native `jwt_cache_size` {max(a.token_cache_size, 1)})."
+        + (f" No-op proxy-wasm filter: `bench/noop-filter`, {noop_used.stat().st_size:,} bytes, sha256 "
+           f"{hashlib.sha256(noop_used.read_bytes()).hexdigest()[:12]}…, loaded like the filter "
+           f"(V8, same `vm_config` shape, before the router)." if "noop_wasm" in kinds else ""),
         "",
         f"Every configuration serves `GET /status/200` as an Envoy `direct_response` (no upstream). "
         f"**Repeated**: one valid token in `Authorization: Bearer`, wrk {mach['wrk']}, HTTP/1.1, "
@@ -823,28 +861,62 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
                 row += [f"{s['rps']:,.0f}{spread}{mark}", fmt_ms(s["p50_ms"]), fmt_ms(s["p99_ms"]),
                         f"{s['rss_before']:.1f} → {s['rss_after']:.1f}"]
             L.append("| " + " | ".join(row) + " |")
-    if "filter" in kinds:
-        head = ("| alg | repeated: filter / native + cache | repeated: filter / no filter "
-                "| distinct: filter / native, no cache | distinct: filter / no filter |")
+    if "filter" in kinds or "noop_wasm" in kinds:
+        # (workload, header, numerator, denominator, has a target). noop-wasm / no filter is the
+        # share of the no-filter throughput left once any proxy-wasm filter is in the chain;
+        # filter / noop-wasm is what the filter's own work leaves of that.
+        cols: list[tuple[str, str, str, str, bool]] = []
+        for w, native, native_label in (("repeated", "native_cache", "native + cache"),
+                                        ("distinct", "native_nocache", "native, no cache")):
+            cols += [(w, f"filter / {native_label}", "filter", native, True),
+                     (w, "filter / no filter", "filter", "none", False)]
+            if "noop_wasm" in kinds:
+                cols += [(w, "noop-wasm / no filter", "noop_wasm", "none", False),
+                         (w, "filter / noop-wasm", "filter", "noop_wasm", False)]
 
-        def ratio_rows(key: str, targets: bool) -> list[str]:
-            rows = []
+        def ratio_table(key: str, targets: bool) -> list[str]:
+            rows = ["| alg | " + " | ".join(f"{w}: {h}" for w, h, *_ in cols) + " |", "|---|" + "---|" * len(cols)]
             for alg in algs:
                 s = summaries[alg]
-                t_rep = TARGET_REPEATED if targets else None
-                t_dis = TARGET_DISTINCT if targets and alg == "RS256" else None
-                rows.append(
-                    f"| {alg} | {ratio_cell(s.get('filter/repeated'), s.get('native_cache/repeated'), t_rep, key)}"
-                    f" | {ratio_cell(s.get('filter/repeated'), s.get('none/repeated'), None, key)}"
-                    f" | {ratio_cell(s.get('filter/distinct'), s.get('native_nocache/distinct'), t_dis, key)}"
-                    f" | {ratio_cell(s.get('filter/distinct'), s.get('none/distinct'), None, key)} |")
+                cells = []
+                for w, _, num, den, has_target in cols:
+                    t = None
+                    if targets and has_target:
+                        t = TARGET_REPEATED if w == "repeated" else TARGET_DISTINCT if alg == "RS256" else None
+                    cells.append(ratio_cell(s.get(f"{num}/{w}"), s.get(f"{den}/{w}"), t, key))
+                rows.append(f"| {alg} | " + " | ".join(cells) + " |")
             return rows
 
-        L += ["", "Ratios of the medians (req/s), with the targets of issue 5:", "", head, "|---|---|---|---|---|"]
-        L += ratio_rows("rps", True)
+        L += ["", "Ratios of the medians (req/s), with the targets of issue 5:", ""]
+        L += ratio_table("rps", True)
         L += ["", "The same ratios per Envoy CPU-second (requests ÷ CPU time Envoy used; less sensitive to "
-              "other load on the machine):", "", head, "|---|---|---|---|---|"]
-        L += ratio_rows("rps_per_cpu", False)
+              "other load on the machine):", ""]
+        L += ratio_table("rps_per_cpu", False)
+    if "noop_wasm" in kinds:
+        def us(alg: str, kind: str, w: str) -> float | None:
+            v = summaries[alg].get(f"{kind}/{w}")
+            return 1e6 / v["rps_per_cpu"] if v and v.get("rps_per_cpu") else None
+
+        def cell(v: float | None, sign: bool = False) -> str:
+            return "–" if v is None else (f"{v:+.1f}" if sign else f"{v:.1f}")
+
+        def diff(x: float | None, y: float | None) -> float | None:
+            return None if x is None or y is None else x - y
+
+        L += ["", "Envoy CPU time per request (µs; 10⁶ ÷ the median requests per Envoy CPU-second). "
+              "The no-op filter's excess over no filter is the floor any proxy-wasm filter pays here; "
+              "the filter's excess over the no-op filter is its own work; the gap to native is against "
+              "jwt_authn with cache for repeated, without for distinct (as the targets):", "",
+              "| alg | workload | no filter | native + cache | native, no cache | noop-wasm | filter "
+              "| wasm floor (noop − none) | filter's own work (filter − noop) | gap to native (filter − native) |",
+              "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        for alg in algs:
+            for w, native in (("repeated", "native_cache"), ("distinct", "native_nocache")):
+                v = {k: us(alg, k, w) for k in KINDS}
+                L.append(f"| {alg} | {w} | " + " | ".join(cell(v[k]) for k in KINDS) + " | "
+                         + " | ".join(cell(d, True) for d in (diff(v["noop_wasm"], v["none"]),
+                                                             diff(v["filter"], v["noop_wasm"]),
+                                                             diff(v["filter"], v[native]))) + " |")
     if bench.rss100k:
         kinds100 = list(bench.rss100k)
         alg100 = bench.rss100k[kinds100[0]]["alg"]
@@ -907,7 +979,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"also send {RSS_TOTAL:,} distinct tokens through one Envoy (filter and native "
                          "with cache) and report RSS every 20,000")
     ap.add_argument("--configs", default=",".join(KINDS),
-                    help="comma-separated subset of the configurations (default all four)")
+                    help="comma-separated subset of the configurations (default all five)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin Envoy and the load generator to CPUs")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="S",
                     help="before each Envoy run, wait up to S seconds for the machine to be idle "
@@ -931,6 +1003,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{tool} is not installed (scripts/bench.sh installs it)")
     if not WASM.exists():
         ap.error(f"{WASM} is missing: run scripts/build.sh")
+    if "noop_wasm" in kinds and not NOOP_WASM.exists():
+        ap.error(f"{NOOP_WASM} is missing: run the bench through scripts/bench.sh, which builds it")
 
     # Explicitly, also for SIGINT: a shell starting this in the background ignores SIGINT.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -941,9 +1015,12 @@ def main(argv: list[str] | None = None) -> int:
     # Keep the last 10 runs' logs.
     for old in sorted((BENCH / "runs").iterdir())[:-10]:
         shutil.rmtree(old, ignore_errors=True)
-    global wasm_used
+    global wasm_used, noop_used
     wasm_used = run_dir / WASM.name
     shutil.copyfile(WASM, wasm_used)
+    if "noop_wasm" in kinds:
+        noop_used = run_dir / NOOP_WASM.name
+        shutil.copyfile(NOOP_WASM, noop_used)
     built = WASM.stat().st_mtime
     stale = any(f.stat().st_mtime > built for d in (ROOT / "src",) for f in d.rglob("*") if f.is_file()) or \
         any((ROOT / f).exists() and (ROOT / f).stat().st_mtime > built for f in ("Cargo.toml", "Cargo.lock"))

@@ -6,17 +6,19 @@
 #   scripts/bench.sh --alg RS256 --rounds 5 --duration 10 --token-cache-size 1000 --rss-100k
 #   scripts/bench.sh --help          every option
 #
-# Four configurations (no auth filter; native jwt_authn with and without jwt_cache_config;
-# this filter), each a fresh Envoy with one worker on the same route and key set, alternate
-# over the rounds; two workloads (one token repeated with wrk; 20,000 distinct tokens each
-# sent once with h2load). The medians go to stdout and to bench/latest.md as a markdown table
-# with the machine and the date. bench/bench.py does the work; its docstring explains the
-# choices. A run where any request failed or was not verified is reported as INVALID and the
-# script exits 1.
+# Five configurations (no auth filter; native jwt_authn with and without jwt_cache_config; a
+# no-op proxy-wasm filter, the floor any Wasm filter pays; this filter), each a fresh Envoy
+# with one worker on the same route and key set, alternate over the rounds; two workloads
+# (one token repeated with wrk; 20,000 distinct tokens each sent once with h2load). The
+# medians go to stdout and to bench/latest.md as a markdown table with the machine and the
+# date. bench/bench.py does the work; its docstring explains the choices. A run where any
+# request failed or was not verified is reported as INVALID and the script exits 1.
 #
 # Installs wrk and h2load (nghttp2-client) with apt if they are missing. Uses the .venv and
-# wasm/jwt_claims_filter.wasm as they are (setup.sh / build.sh only when missing). Everything
-# it starts is stopped on exit, Ctrl-C or SIGTERM.
+# wasm/jwt_claims_filter.wasm as they are (setup.sh / build.sh only when missing). Builds the
+# no-op filter (bench/noop-filter, its own crate) by build.sh's toolchain route into
+# bench/.cache/noop_filter.wasm, again only when its sources changed. Everything it starts is
+# stopped on exit, Ctrl-C or SIGTERM.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -43,6 +45,37 @@ case " $* " in
     elif [ -n "$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$WASM_OUT" -print -quit 2>/dev/null)" ]; then
       log "note: src/ changed after $WASM_OUT was built; run scripts/build.sh to measure the current code"
     fi
+    # The no-op filter, unless --configs leaves noop_wasm out.
+    configs=""
+    prev=""
+    for arg in "$@"; do
+      [ "$prev" = --configs ] && configs="$arg"
+      case "$arg" in --configs=*) configs="${arg#--configs=}" ;; esac
+      prev="$arg"
+    done
+    case ",${configs:-noop_wasm}," in
+      *,noop_wasm,*)
+        noop_src="$ROOT/bench/noop-filter"
+        noop_wasm="$ROOT/bench/.cache/noop_filter.wasm"
+        # What the module is built from; the cached build records the hash it was built at.
+        noop_hash() {
+          (cd "$noop_src" && find Cargo.toml Cargo.lock src -type f 2>/dev/null | LC_ALL=C sort |
+            xargs sha256sum) | sha256sum | cut -d' ' -f1
+        }
+        if [ ! -f "$noop_wasm" ] || [ "$(cat "$noop_wasm.src-sha256" 2>/dev/null)" != "$(noop_hash)" ]; then
+          log "building the no-op proxy-wasm filter (bench/noop-filter)"
+          # The main target directory (the rustup route; the Debian route picks its own), so
+          # that target_dir_for finds the artefact either way.
+          CARGO_TARGET_DIR="$ROOT/target" cargo_for_target wasm32-wasip1 build --release --quiet \
+            --manifest-path "$noop_src/Cargo.toml"
+          mkdir -p "$(dirname "$noop_wasm")"
+          cp "$(target_dir_for wasm32-wasip1)/release/noop_filter.wasm" "$noop_wasm.tmp"
+          mv "$noop_wasm.tmp" "$noop_wasm"
+          noop_hash >"$noop_wasm.src-sha256"
+          log "wrote $noop_wasm ($(stat -c %s "$noop_wasm") bytes)"
+        fi
+        ;;
+    esac
     ;;
 esac
 
