@@ -308,6 +308,17 @@ def test_vm_start_names_the_version(observed):
         assert ("info", "jwt-claims-filter configured") in lines, name
 
 
+def test_rs_and_es_signatures_go_to_envoys_boringssl(observed):
+    """The start-up probe (a fixed valid and a tampered ECDSA signature) must pass against
+    Envoy 1.40's verify_signature, so RS*/ES* take the fast host path; losing it would only
+    show as a slower benchmark otherwise."""
+    for name, log in observed.logs.items():
+        lines = filter_lines(log)
+        host = ("info", "signatures: RS*/ES* verified by the host (Envoy verify_signature)")
+        assert host in lines, (name, [m for _, m in lines if m.startswith("signatures")])
+        assert not any(m.startswith("signatures: host verification unavailable") for _, m in lines), name
+
+
 def test_rejections_are_logged_at_debug_with_their_reason(observed):
     lines = filter_lines(observed.logs["audience"]) + filter_lines(observed.logs["strict"])
     denied = [(lvl, msg) for lvl, msg in lines if msg.startswith("request denied")]
