@@ -15,7 +15,11 @@ pub struct FoundToken {
 
 /// Every token presented at any configured location, in location order. A location that
 /// appears several times (two `Authorization` headers) yields each.
-pub fn find_tokens(locations: &[TokenLocation], headers: &[(String, String)], path: &str) -> Vec<FoundToken> {
+pub fn find_tokens<N: AsRef<str>, V: AsRef<str>>(
+    locations: &[TokenLocation],
+    headers: &[(N, V)],
+    path: &str,
+) -> Vec<FoundToken> {
     let mut found = Vec::new();
     for (index, location) in locations.iter().enumerate() {
         let mut push = |token: &str| {
@@ -26,8 +30,8 @@ pub fn find_tokens(locations: &[TokenLocation], headers: &[(String, String)], pa
         };
         match location {
             TokenLocation::Header { name, prefix } => {
-                for (_, value) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
-                    if let Some(token) = after_prefix(value, prefix) {
+                for (_, value) in headers.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name)) {
+                    if let Some(token) = after_prefix(value.as_ref(), prefix) {
                         push(token);
                     }
                 }
@@ -40,8 +44,8 @@ pub fn find_tokens(locations: &[TokenLocation], headers: &[(String, String)], pa
                 }
             }
             TokenLocation::Cookie(name) => {
-                for (_, value) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("cookie")) {
-                    for pair in value.split(';') {
+                for (_, value) in headers.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case("cookie")) {
+                    for pair in value.as_ref().split(';') {
                         if let Some((key, value)) = pair.trim().split_once('=') {
                             if key == name {
                                 push(value.trim_matches('"'));

@@ -11,6 +11,7 @@ pub mod authn;
 pub mod claims;
 pub mod config;
 pub mod extract;
+pub mod headermap;
 pub mod hostsig;
 pub mod json;
 pub mod jwks;

@@ -28,6 +28,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use crate::authn::{authenticate, challenge, realm, Context as Request, Decision, KeyWait, KeysFor, Verdict};
 use crate::config::{FilterConfig, HttpUri, KeySource, RemoteJwks};
 use crate::extract::{find_tokens, is_owned_header, FoundToken};
+use crate::headermap::{text, Header};
 use crate::jwks::KeySet;
 use crate::keycache::Availability;
 use crate::tokencache::TokenCache;
@@ -392,20 +393,17 @@ impl Plugin {
         // As bytes: the SDK's string form panics on a value that is not UTF-8 (any client can
         // send one). Lossy text is safe here: a token damaged by it fails to decode (401), and
         // other headers are only looked at by name.
-        let headers: Vec<(String, String)> = hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-            .collect();
+        let raw = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        let headers: Vec<Header<'_>> = raw.iter().map(|(name, value)| (name.as_str(), text(value))).collect();
         // Before anything else: no client-supplied header the filter owns survives.
         let mut stripped: Vec<&str> = Vec::new();
         for (name, _) in &headers {
-            if is_owned_header(&self.config, name) && !stripped.contains(&name.as_str()) {
+            if is_owned_header(&self.config, name) && !stripped.contains(name) {
                 let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
                 stripped.push(name);
             }
         }
-        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str());
+        let header = |name: &str| headers.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v.as_ref());
         let path = header(":path");
         let found = find_tokens(&self.config.locations, &headers, path);
         if found.is_empty() && !self.config.require_token {
