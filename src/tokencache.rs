@@ -1,16 +1,21 @@
 //! Tokens already verified, so a repeated token skips decoding and the signature check.
 //!
-//! Keyed by the whole token: a (randomly keyed SipHash) hash of all of its bytes finds the
-//! entry, and the stored token must then equal the presented one byte for byte, so an entry
-//! can only ever answer for exactly what was verified (keying on less, the signature say,
-//! would let a changed payload ride on a verified signature). SipHash rather than SHA-256:
-//! inside the VM a SHA-256 of a 1 KB token costs more than the rest of a cache hit, and the
-//! full comparison already rules out collisions. An entry serves while the key set that verified it
-//! is current (its generation) and until the token's `exp`: a hit still checks `exp` and
-//! `nbf` against now. Bounded; the least recently used entry is evicted.
+//! Keyed by the whole token: a randomly keyed SipHash of all of its bytes finds the entry,
+//! and the stored token must then equal the presented one byte for byte, so an entry can
+//! only ever answer for exactly what was verified (keying on less, the signature say, would
+//! let a changed payload ride on a verified signature). SipHash rather than SHA-256: inside
+//! the VM a SHA-256 of a 1 KB token costs more than the rest of a cache hit, and the full
+//! comparison already rules out collisions (two tokens with one hash share a slot: the
+//! later one evicts the earlier, and a lookup of the other simply misses). The comparison is
+//! word-wise: `memcmp` in a wasm32 build walks byte by byte, which on a cache hit cost as
+//! much as all the rest of the filter's work in the VM. An entry serves while the key set
+//! that verified it is current (its generation) and until the token's `exp`: a hit still
+//! checks `exp` and `nbf` against now. Bounded; the least recently used entry is evicted.
 
 use std::cell::Cell;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -37,21 +42,52 @@ impl CachedToken {
 }
 
 struct Entry {
+    token: Box<str>,
     verified: CachedToken,
     last_used: Cell<u64>,
+}
+
+/// The map's own hasher over keys that are already keyed SipHash values: hashing them again
+/// would only spend time.
+#[derive(Default)]
+struct AlreadyHashed(u64);
+
+impl Hasher for AlreadyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are u64); fold anything else in all the same.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
 }
 
 /// A bounded map from token hash to its verification result.
 pub struct TokenCache {
     capacity: usize,
-    entries: HashMap<Box<str>, Entry>,
+    /// Keyed by `token_hash.hash_one(token)`.
+    entries: HashMap<u64, Entry, BuildHasherDefault<AlreadyHashed>>,
+    /// Random keys per cache: nobody can aim tokens at one slot.
+    token_hash: RandomState,
     uses: Cell<u64>,
 }
 
 impl TokenCache {
     /// `capacity` 0 disables the cache.
     pub fn new(capacity: usize) -> TokenCache {
-        TokenCache { capacity, entries: HashMap::with_capacity(capacity.min(1 << 16)), uses: Cell::new(0) }
+        TokenCache {
+            capacity,
+            entries: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), BuildHasherDefault::default()),
+            token_hash: RandomState::new(),
+            uses: Cell::new(0),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -68,8 +104,10 @@ impl TokenCache {
         if self.capacity == 0 {
             return None;
         }
-        let entry = self.entries.get(token)?;
-        if current(entry.verified.rule) != Some(entry.verified.generation) {
+        let entry = self.entries.get(&self.token_hash.hash_one(token))?;
+        if !same_bytes(entry.token.as_bytes(), token.as_bytes())
+            || current(entry.verified.rule) != Some(entry.verified.generation)
+        {
             return None;
         }
         let use_count = self.uses.get() + 1;
@@ -83,17 +121,33 @@ impl TokenCache {
         if self.capacity == 0 {
             return;
         }
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(token) {
+        let hash = self.token_hash.hash_one(token);
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&hash) {
             // A scan per insert: O(capacity), but only on a miss, which already paid for a
             // signature check that costs far more.
-            if let Some(oldest) = self.entries.iter().min_by_key(|(_, e)| e.last_used.get()).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = self.entries.iter().min_by_key(|(_, e)| e.last_used.get()).map(|(k, _)| *k) {
                 self.entries.remove(&oldest);
             }
         }
         let use_count = self.uses.get() + 1;
         self.uses.set(use_count);
-        self.entries.insert(token.into(), Entry { verified, last_used: Cell::new(use_count) });
+        self.entries.insert(hash, Entry { token: token.into(), verified, last_used: Cell::new(use_count) });
     }
+}
+
+/// `a == b`, eight bytes at a time, in a form the compiler does not turn back into `memcmp`
+/// (no early exit: the comparison also takes the same time wherever the first difference is).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut differ = a_words.remainder().iter().zip(b_words.remainder()).fold(0u64, |acc, (x, y)| acc | u64::from(x ^ y));
+    for (x, y) in a_words.zip(b_words) {
+        let word = |bytes: &[u8]| bytes.try_into().map_or(0, u64::from_ne_bytes);
+        differ |= word(x) ^ word(y);
+    }
+    differ == 0
 }
 
 #[cfg(test)]
@@ -126,6 +180,31 @@ mod tests {
         assert!(cache.get("two", |_| Some(0)).is_none());
         assert!(cache.get("one", |_| Some(0)).is_some());
         assert!(cache.get("three", |_| Some(0)).is_some());
+    }
+
+    #[test]
+    fn word_wise_comparison_sees_every_byte() {
+        let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl-_"; // not a multiple of 8
+        assert!(same_bytes(token.as_bytes(), token.as_bytes()));
+        for at in 0..token.len() {
+            let mut other = token.as_bytes().to_vec();
+            other[at] ^= 1;
+            assert!(!same_bytes(token.as_bytes(), &other), "a change at byte {at} went unseen");
+        }
+        assert!(!same_bytes(b"abc", b"abcd"));
+        assert!(same_bytes(b"", b""));
+    }
+
+    #[test]
+    fn a_hash_collision_is_a_miss_not_a_wrong_answer() {
+        let mut cache = TokenCache::new(10);
+        cache.insert("a.b.c", cached(1, None));
+        // Force the slot of "a.b.c" to answer for another token, as a collision would.
+        let hash = cache.token_hash.hash_one("x.y.z");
+        if let Some(entry) = cache.entries.remove(&cache.token_hash.hash_one("a.b.c")) {
+            cache.entries.insert(hash, entry);
+        }
+        assert!(cache.get("x.y.z", |_| Some(1)).is_none());
     }
 
     #[test]
