@@ -1,14 +1,16 @@
 //! Tokens already verified, so a repeated token skips decoding and the signature check.
 //!
-//! Keyed by the whole token: a randomly keyed SipHash of all of its bytes finds the entry,
-//! and the stored token must then equal the presented one byte for byte, so an entry can
-//! only ever answer for exactly what was verified (keying on less, the signature say, would
-//! let a changed payload ride on a verified signature). SipHash rather than SHA-256: inside
-//! the VM a SHA-256 of a 1 KB token costs more than the rest of a cache hit, and the full
-//! comparison already rules out collisions (two tokens with one hash share a slot: the
-//! later one evicts the earlier, and a lookup of the other simply misses). The comparison is
-//! word-wise: `memcmp` in a wasm32 build walks byte by byte, which on a cache hit cost as
-//! much as all the rest of the filter's work in the VM. An entry serves while the key set
+//! Keyed by the whole token: a seeded hash of all of its bytes picks the slot, and the
+//! stored token must then equal the presented one byte for byte, so an entry can only ever
+//! answer for exactly what was verified (keying on less, the signature say, would let a
+//! changed payload ride on a verified signature). Because of that comparison the hash needs
+//! no cryptographic strength: two tokens with one hash share a slot (the later evicts the
+//! earlier; a lookup of the other misses and verifies again), only verified tokens are ever
+//! inserted, and the map is keyed by the 64-bit hash itself, so colliding inputs cannot
+//! lengthen a probe chain. What matters inside the VM is speed: a SHA-256 of a 1 KB token
+//! costs more than the rest of a cache hit, SipHash about a quarter of it, this word-wise
+//! multiply-xor a tenth of SipHash. The comparison is word-wise too: `memcmp` in a wasm32
+//! build walks byte by byte, which cost as much as all the rest of the filter's work. An entry serves while the key set
 //! that verified it is current (its generation) and until the token's `exp`: a hit still
 //! checks `exp` and `nbf` against now. Bounded; the least recently used entry is evicted.
 
@@ -47,8 +49,8 @@ struct Entry {
     last_used: Cell<u64>,
 }
 
-/// The map's own hasher over keys that are already keyed SipHash values: hashing them again
-/// would only spend time.
+/// The map's own hasher over keys that are already hashes: hashing them again would only
+/// spend time.
 #[derive(Default)]
 struct AlreadyHashed(u64);
 
@@ -72,10 +74,10 @@ impl Hasher for AlreadyHashed {
 /// A bounded map from token hash to its verification result.
 pub struct TokenCache {
     capacity: usize,
-    /// Keyed by `token_hash.hash_one(token)`.
+    /// Keyed by `token_hash(seed, token)`.
     entries: HashMap<u64, Entry, BuildHasherDefault<AlreadyHashed>>,
-    /// Random keys per cache: nobody can aim tokens at one slot.
-    token_hash: RandomState,
+    /// Random per cache, so slots differ from one VM (and start) to the next.
+    seed: u64,
     uses: Cell<u64>,
 }
 
@@ -85,7 +87,7 @@ impl TokenCache {
         TokenCache {
             capacity,
             entries: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), BuildHasherDefault::default()),
-            token_hash: RandomState::new(),
+            seed: RandomState::new().hash_one(capacity),
             uses: Cell::new(0),
         }
     }
@@ -104,7 +106,7 @@ impl TokenCache {
         if self.capacity == 0 {
             return None;
         }
-        let entry = self.entries.get(&self.token_hash.hash_one(token))?;
+        let entry = self.entries.get(&token_hash(self.seed, token.as_bytes()))?;
         if !same_bytes(entry.token.as_bytes(), token.as_bytes())
             || current(entry.verified.rule) != Some(entry.verified.generation)
         {
@@ -121,7 +123,7 @@ impl TokenCache {
         if self.capacity == 0 {
             return;
         }
-        let hash = self.token_hash.hash_one(token);
+        let hash = token_hash(self.seed, token.as_bytes());
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&hash) {
             // A scan per insert: O(capacity), but only on a miss, which already paid for a
             // signature check that costs far more.
@@ -133,6 +135,30 @@ impl TokenCache {
         self.uses.set(use_count);
         self.entries.insert(hash, Entry { token: token.into(), verified, last_used: Cell::new(use_count) });
     }
+}
+
+/// A seeded 64-bit hash of `bytes`, eight at a time, with 64-bit multiplies only (wasm has
+/// no 128-bit product), finished with MurmurHash3's avalanche so that every output bit (the
+/// map uses the low ones for the bucket, the high ones for its tags) depends on every input.
+fn token_hash(seed: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let word = |chunk: &[u8]| {
+        let mut padded = [0u8; 8];
+        padded.iter_mut().zip(chunk).for_each(|(to, from)| *to = *from);
+        u64::from_le_bytes(padded)
+    };
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    let mut hash = seed ^ (bytes.len() as u64).wrapping_mul(K);
+    for chunk in words {
+        hash = (hash ^ word(chunk)).wrapping_mul(K).rotate_left(29);
+    }
+    hash = (hash ^ word(tail)).wrapping_mul(K);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
 }
 
 /// `a == b`, eight bytes at a time, in a form the compiler does not turn back into `memcmp`
@@ -196,12 +222,25 @@ mod tests {
     }
 
     #[test]
+    fn the_hash_covers_every_byte_and_the_seed() {
+        let token = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl-_";
+        let base = token_hash(7, token);
+        assert_ne!(token_hash(8, token), base);
+        assert_ne!(token_hash(7, &token[..token.len() - 1]), base);
+        for at in 0..token.len() {
+            let mut other = token.to_vec();
+            other[at] ^= 1;
+            assert_ne!(token_hash(7, &other), base, "byte {at}");
+        }
+    }
+
+    #[test]
     fn a_hash_collision_is_a_miss_not_a_wrong_answer() {
         let mut cache = TokenCache::new(10);
         cache.insert("a.b.c", cached(1, None));
         // Force the slot of "a.b.c" to answer for another token, as a collision would.
-        let hash = cache.token_hash.hash_one("x.y.z");
-        if let Some(entry) = cache.entries.remove(&cache.token_hash.hash_one("a.b.c")) {
+        let hash = token_hash(cache.seed, b"x.y.z");
+        if let Some(entry) = cache.entries.remove(&token_hash(cache.seed, b"a.b.c")) {
             cache.entries.insert(hash, entry);
         }
         assert!(cache.get("x.y.z", |_| Some(1)).is_none());

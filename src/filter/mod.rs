@@ -14,6 +14,7 @@
 
 mod host_signatures;
 mod metrics;
+mod request_headers;
 mod shared_keys;
 
 use std::cell::RefCell;
@@ -28,7 +29,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use crate::authn::{authenticate, challenge, realm, Context as Request, Decision, KeyWait, KeysFor, Verdict};
 use crate::config::{FilterConfig, HttpUri, KeySource, RemoteJwks};
 use crate::extract::{find_tokens, is_owned_header, FoundToken};
-use crate::headermap::{text, Header};
+use crate::headermap::parse_pairs;
 use crate::jwks::KeySet;
 use crate::keycache::Availability;
 use crate::tokencache::TokenCache;
@@ -36,6 +37,7 @@ use crate::verify::Rejection;
 
 use host_signatures::EnvoySignatures;
 use metrics::Metrics;
+use request_headers::request_header_buffer;
 use shared_keys::RemoteKeys;
 
 /// A JWKS or discovery document larger than this is a failed fetch, not something to parse.
@@ -358,8 +360,10 @@ impl Plugin {
                 for name in &grant.remove_headers {
                     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
                 }
+                // Add, not replace: every header a grant writes is one the filter owns, removed
+                // from the request on arrival, and adding spares Envoy a lookup.
                 for (name, value) in &grant.set_headers {
-                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+                    let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
                 }
                 if let Some(path) = &grant.new_path {
                     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
@@ -390,11 +394,13 @@ impl Plugin {
 
     /// The request path: strip owned headers, find tokens, decide, apply or pause.
     fn on_request(&mut self, context_id: u32) -> Action {
-        // As bytes: the SDK's string form panics on a value that is not UTF-8 (any client can
-        // send one). Lossy text is safe here: a token damaged by it fails to decode (401), and
-        // other headers are only looked at by name.
-        let raw = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        let headers: Vec<Header<'_>> = raw.iter().map(|(name, value)| (name.as_str(), text(value))).collect();
+        // Borrowed from the host's buffer: the SDK's readers copy every name and value (and
+        // its string form panics on a value that is not UTF-8, which any client can send).
+        let buffer = request_header_buffer();
+        let headers = parse_pairs(&buffer).unwrap_or_else(|| {
+            log::warn!("request headers from the host do not parse; reading none");
+            Vec::new()
+        });
         // Before anything else: no client-supplied header the filter owns survives.
         let mut stripped: Vec<&str> = Vec::new();
         for (name, _) in &headers {
