@@ -74,7 +74,7 @@ impl From<Verdict> for Decision {
 
 /// A token that passed, from the cache or just verified.
 struct Accepted<'a> {
-    presented: &'a FoundToken,
+    presented: &'a FoundToken<'a>,
     claims: &'a Value,
     payload_b64: &'a str,
     rule: usize,
@@ -93,7 +93,7 @@ pub struct Context<'a, 'k> {
 }
 
 /// Decides a request presenting `found` tokens on `path`.
-pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken], path: &str) -> Decision {
+pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str) -> Decision {
     let Context { config, keys, cache, host, now_secs } = *ctx;
     if found.is_empty() {
         let verdict = if config.require_token { Verdict::Deny(Rejection::Missing) } else { Verdict::PassWithoutToken };
@@ -106,8 +106,8 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken], path: &str) -> 
 
     // First the cache, then structure and issuer of the rest: they need no keys, and any
     // invalid token refuses the request (as Envoy does with several tokens).
-    let mut hits: Vec<(&FoundToken, &CachedToken)> = Vec::new();
-    let mut fresh: Vec<(&FoundToken, DecodedToken<'_>, usize)> = Vec::new();
+    let mut fresh: Vec<(&FoundToken<'_>, DecodedToken<'_>, usize)> = Vec::new();
+    let mut accepted: Vec<Accepted<'_>> = Vec::with_capacity(found.len());
     for presented in found {
         let hit = cache.get(&presented.token, generation).filter(|hit| {
             config.rules.get(hit.rule).is_some_and(|rule| {
@@ -115,7 +115,7 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken], path: &str) -> 
             })
         });
         if let Some(hit) = hit {
-            hits.push((presented, hit));
+            accepted.push(Accepted { presented, claims: &hit.claims, payload_b64: &hit.payload_b64, rule: hit.rule });
             continue;
         }
         let token = match decode(&presented.token, config.max_token_bytes) {
@@ -159,22 +159,15 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken], path: &str) -> 
     }
 
     // Location order, whichever way each token passed.
-    let mut accepted: Vec<Accepted<'_>> = hits
-        .iter()
-        .map(|(presented, hit)| Accepted {
-            presented,
-            claims: &hit.claims,
-            payload_b64: &hit.payload_b64,
-            rule: hit.rule,
-        })
-        .chain(fresh.iter().map(|(presented, token, rule)| Accepted {
-            presented,
-            claims: &token.claims,
-            payload_b64: token.payload_b64,
-            rule: *rule,
-        }))
-        .collect();
-    accepted.sort_by_key(|a| a.presented.location);
+    accepted.extend(fresh.iter().map(|(presented, token, rule)| Accepted {
+        presented,
+        claims: &token.claims,
+        payload_b64: token.payload_b64,
+        rule: *rule,
+    }));
+    if accepted.len() > 1 {
+        accepted.sort_by_key(|a| a.presented.location);
+    }
     let verdict = Verdict::Allow(grant(config, &accepted, path));
     drop(accepted);
 
@@ -191,7 +184,7 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken], path: &str) -> 
                 payload_b64: token.payload_b64.to_string(),
                 claims: token.claims,
             };
-            (presented.token.clone(), cached)
+            (presented.token.to_string(), cached)
         })
         .collect();
     Decision { verdict, newly_verified }
@@ -294,7 +287,7 @@ mod tests {
 
     fn auth<'k>(
         config: &FilterConfig,
-        found: &[FoundToken],
+        found: &[FoundToken<'_>],
         keys: &dyn Fn(usize) -> KeysFor<'k>,
         cache: &TokenCache,
         path: &str,
@@ -304,7 +297,7 @@ mod tests {
         authenticate(&ctx, found, path)
     }
 
-    fn decide<'k>(config: &FilterConfig, found: &[FoundToken], keys: &dyn Fn(usize) -> KeysFor<'k>) -> Verdict {
+    fn decide<'k>(config: &FilterConfig, found: &[FoundToken<'_>], keys: &dyn Fn(usize) -> KeysFor<'k>) -> Verdict {
         auth(config, found, keys, &TokenCache::new(0), "/", NOW).verdict
     }
 
@@ -407,7 +400,7 @@ mod tests {
         let found = vec![FoundToken { location: 0, token: GROUPS_SCOPE_JWT.trim().into() }];
         let pending = |_: usize| KeysFor::Pending;
         assert_eq!(decide(&config, &found, &pending), Verdict::AwaitKeys(vec![KeyWait::FirstKeys(0)]));
-        let expired = vec![FoundToken { location: 0, token: mint_with(json!({"exp": NOW - 3600})) }];
+        let expired = vec![FoundToken { location: 0, token: mint_with(json!({"exp": NOW - 3600})).into() }];
         assert_eq!(decide(&config, &expired, &pending), Verdict::Deny(Rejection::Expired));
         let unavailable = |_: usize| KeysFor::Unavailable;
         assert_eq!(decide(&config, &found, &unavailable), Verdict::Deny(Rejection::KeysUnavailable));
@@ -415,7 +408,7 @@ mod tests {
         let KeySource::Inline(keys) = &config.rules[0].keys else { panic!() };
         let rotated = vec![FoundToken {
             location: 0,
-            token: with_segment(GROUPS_SCOPE_JWT.trim(), 0, r#"{"alg":"RS256","kid":"new"}"#),
+            token: with_segment(GROUPS_SCOPE_JWT.trim(), 0, r#"{"alg":"RS256","kid":"new"}"#).into(),
         }];
         let may = |_: usize| KeysFor::Ready { keys, generation: 1, may_refetch: true };
         assert_eq!(decide(&config, &rotated, &may), Verdict::AwaitKeys(vec![KeyWait::UnknownKid(0)]));
@@ -427,7 +420,7 @@ mod tests {
     fn verified_tokens_are_cached_until_the_key_set_changes_or_they_expire() {
         let config = config_with(json!({}), json!({}));
         let token = mint_with(json!({"exp": NOW + 10}));
-        let found = vec![FoundToken { location: 0, token: token.clone() }];
+        let found = vec![FoundToken { location: 0, token: token.clone().into() }];
         let mut cache = TokenCache::new(10);
         let first = auth(&config, &found, &inline_keys(&config), &cache, "/", NOW);
         assert!(matches!(first.verdict, Verdict::Allow(_)));

@@ -78,8 +78,8 @@ pub fn render(value: &Value) -> Result<String, NotRendered> {
         Value::String(s) => s.clone(),
         Value::Number(_) | Value::Bool(_) => value.to_string(),
         Value::Array(items) => {
-            let mut parts = Vec::with_capacity(items.len());
-            for item in items {
+            let mut joined = String::new();
+            for (i, item) in items.iter().enumerate() {
                 // Only lists of strings: a mixed list has no single reading a route could rely on.
                 let Value::String(part) = item else {
                     return Err(NotRendered::UnsupportedType);
@@ -87,9 +87,12 @@ pub fn render(value: &Value) -> Result<String, NotRendered> {
                 if part.contains(',') {
                     return Err(NotRendered::CommaInListElement);
                 }
-                parts.push(part.as_str());
+                if i > 0 {
+                    joined.push(',');
+                }
+                joined.push_str(part);
             }
-            parts.join(",")
+            joined
         }
         Value::Null | Value::Object(_) => return Err(NotRendered::UnsupportedType),
     };

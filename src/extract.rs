@@ -2,30 +2,39 @@
 //! parameters and cookies, as Envoy's jwt_authn extractor reads them. Also which incoming
 //! headers belong to the filter and must be stripped before anything else.
 
+use std::borrow::Cow;
+
 use crate::claims::is_claim_header_family;
 use crate::config::{FilterConfig, TokenLocation};
 
-/// A token as presented, and where.
+/// A token as presented, and where; borrowed from the request while it is being decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoundToken {
+pub struct FoundToken<'a> {
     /// Index into [`FilterConfig::locations`].
     pub location: usize,
-    pub token: String,
+    pub token: Cow<'a, str>,
+}
+
+impl FoundToken<'_> {
+    /// The same token, owning its text (for a request that has to wait).
+    pub fn into_owned(self) -> FoundToken<'static> {
+        FoundToken { location: self.location, token: Cow::Owned(self.token.into_owned()) }
+    }
 }
 
 /// Every token presented at any configured location, in location order. A location that
 /// appears several times (two `Authorization` headers) yields each.
-pub fn find_tokens<N: AsRef<str>, V: AsRef<str>>(
+pub fn find_tokens<'a, N: AsRef<str>, V: AsRef<str>>(
     locations: &[TokenLocation],
-    headers: &[(N, V)],
-    path: &str,
-) -> Vec<FoundToken> {
+    headers: &'a [(N, V)],
+    path: &'a str,
+) -> Vec<FoundToken<'a>> {
     let mut found = Vec::new();
     for (index, location) in locations.iter().enumerate() {
-        let mut push = |token: &str| {
+        let mut push = |token: &'a str| {
             let token = token.trim();
             if !token.is_empty() {
-                found.push(FoundToken { location: index, token: token.to_string() });
+                found.push(FoundToken { location: index, token: Cow::Borrowed(token) });
             }
         };
         match location {
@@ -119,7 +128,7 @@ mod tests {
     }
 
     fn tokens(found: Vec<FoundToken>) -> Vec<(usize, String)> {
-        found.into_iter().map(|f| (f.location, f.token)).collect()
+        found.into_iter().map(|f| (f.location, f.token.into_owned())).collect()
     }
 
     #[test]

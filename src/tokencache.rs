@@ -168,7 +168,8 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
-    let mut differ = a_words.remainder().iter().zip(b_words.remainder()).fold(0u64, |acc, (x, y)| acc | u64::from(x ^ y));
+    let mut differ =
+        a_words.remainder().iter().zip(b_words.remainder()).fold(0u64, |acc, (x, y)| acc | u64::from(x ^ y));
     for (x, y) in a_words.zip(b_words) {
         let word = |bytes: &[u8]| bytes.try_into().map_or(0, u64::from_ne_bytes);
         differ |= word(x) ^ word(y);

@@ -180,14 +180,18 @@ fn jwks_parses_and_selects_the_same() {
     assert!(keys.skipped.is_empty());
     for alg in Algorithm::RSA {
         let selected = keys.select(Some(ISTIO_KID), alg).expect("an RSA key without alg serves every RSA algorithm");
-        assert!(selected.iter().all(|jwk| jwk.key.algorithm() == alg && jwk.spki_der.is_some() == alg.name().starts_with("RS")));
+        assert!(selected
+            .iter()
+            .all(|jwk| jwk.key.algorithm() == alg && jwk.spki_der.is_some() == alg.name().starts_with("RS")));
     }
     assert_eq!(keys.select(Some(ISTIO_KID), Algorithm::Es256).err(), Some(KeyMiss::AlgorithmMismatch));
     assert_eq!(keys.select(Some("rotated-away"), Algorithm::Rs256).err(), Some(KeyMiss::UnknownKid));
     assert!(keys.select(None, Algorithm::Rs256).is_ok());
 
     // HMAC keys only where the set is trusted (inline), and never a key meant for encryption.
-    let oct = json!({"keys": [{"kty": "oct", "kid": "h", "alg": "HS256", "k": b64(b"0123456789abcdef0123456789abcdef")}]}).to_string();
+    let oct =
+        json!({"keys": [{"kty": "oct", "kid": "h", "alg": "HS256", "k": b64(b"0123456789abcdef0123456789abcdef")}]})
+            .to_string();
     assert!(matches!(KeySet::parse(oct.as_bytes(), false), Err(JwksError::NoUsableKey { .. })));
     let trusted = KeySet::parse(oct.as_bytes(), true).expect("inline oct key");
     assert!(trusted.select(Some("h"), Algorithm::Hs256).is_ok());
@@ -255,7 +259,8 @@ fn hs256_from_inline_jwks() {
     let config = config_for(ISSUER, &jwks, json!({}));
     let raw = HS256Key::from_bytes(secret).with_key_id("hs").authenticate(claims(json!({}))).expect("HS256");
     assert_eq!(check(&config, &raw, NOW), Ok(()));
-    let forged = HS256Key::from_bytes(b"another secret").with_key_id("hs").authenticate(claims(json!({}))).expect("HS256");
+    let forged =
+        HS256Key::from_bytes(b"another secret").with_key_id("hs").authenticate(claims(json!({}))).expect("HS256");
     assert_eq!(check(&config, &forged, NOW), Err(Rejection::BadSignature));
     // An HS384 token cannot use the HS256 key.
     let hs384 = HS384Key::from_bytes(secret).with_key_id("hs").authenticate(claims(json!({}))).expect("HS384");
@@ -272,7 +277,8 @@ fn time_is_read_and_compared_the_same() {
     // A token minted with the real clock's iat/exp verifies at the real now, not an hour later.
     let key = Ed25519KeyPair::generate().with_key_id("t");
     let config = config_for(ISSUER, &jwks_of(&key.public_key().to_jwk(), "t"), json!({"clockSkew": "0s"}));
-    let live = key.sign(Claims::create(jwt_simple::prelude::Duration::from_secs(600)).with_issuer(ISSUER)).expect("sign");
+    let live =
+        key.sign(Claims::create(jwt_simple::prelude::Duration::from_secs(600)).with_issuer(ISSUER)).expect("sign");
     let iat = decode(&live, 8192).ok().and_then(|t| t.claims.get("iat").and_then(Value::as_u64)).expect("iat");
     assert!(iat.abs_diff(now) <= 5, "iat {iat} vs now {now}");
     assert_eq!(check(&config, &live, now), Ok(()));

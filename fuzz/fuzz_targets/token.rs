@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         .split('\n')
         .take(4)
         .enumerate()
-        .map(|(i, token)| FoundToken { location: i % fixture.config.locations.len(), token: token.to_string() })
+        .map(|(i, token)| FoundToken { location: i % fixture.config.locations.len(), token: token.to_string().into() })
         .collect();
     authenticate_twice(&fixture.config, &several, "/p?access_token=a&token=b&c=d");
 });

@@ -70,7 +70,7 @@ struct Fetch {
 /// A request paused until keys arrive, with what is needed to decide it again.
 struct WaitingRequest {
     context_id: u32,
-    found: Vec<FoundToken>,
+    found: Vec<FoundToken<'static>>,
     path: String,
     realm: String,
     deadline_ms: u64,
@@ -137,7 +137,7 @@ impl Plugin {
     }
 
     /// The verdict for a request's tokens with the keys and cached tokens held now.
-    fn decide(&self, found: &[FoundToken], path: &str, now_ms: u64) -> Decision {
+    fn decide(&self, found: &[FoundToken<'_>], path: &str, now_ms: u64) -> Decision {
         let keys = |rule: usize| -> KeysFor<'_> {
             match (self.config.rules.get(rule).map(|r| &r.keys), self.remote(rule)) {
                 (Some(KeySource::Inline(keys)), _) => KeysFor::Ready { keys, generation: 0, may_refetch: false },
@@ -158,7 +158,7 @@ impl Plugin {
     /// Decides; a wait first re-reads the shared record (another worker may hold the keys
     /// already), then starts the fetches it needs. A wait with no fetch in flight (the
     /// dispatch failed, the refetch is throttled) is decided again, which then answers.
-    fn resolve(&mut self, found: &[FoundToken], path: &str, now_ms: u64) -> Decision {
+    fn resolve(&mut self, found: &[FoundToken<'_>], path: &str, now_ms: u64) -> Decision {
         let mut decision = self.decide(found, path, now_ms);
         for attempt in 0..3 {
             let Verdict::AwaitKeys(waits) = &decision.verdict else { break };
@@ -428,7 +428,7 @@ impl Plugin {
                 log::debug!("request {context_id} waits for keys");
                 self.waiting.push(WaitingRequest {
                     context_id,
-                    found,
+                    found: found.into_iter().map(FoundToken::into_owned).collect(),
                     path: path.to_string(),
                     realm: realm(),
                     deadline_ms: now_ms + u64::try_from(wait_for.as_millis()).unwrap_or(u64::MAX),
