@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use jwt_claims_filter::authn::{authenticate, Context, KeysFor};
+use jwt_claims_filter::authn::{authenticate, Context, KeysFor, RequestTime};
 use jwt_claims_filter::config::{FilterConfig, KeySource};
 use jwt_claims_filter::extract::{find_tokens, is_owned_header};
 use jwt_claims_filter::headermap::parse_pairs;
@@ -19,6 +19,8 @@ use jwt_claims_filter::tokencache::TokenCache;
 use jwt_claims_filter::verify::BuiltinOnly;
 
 const JWKS: &str = include_str!("../tests/fixtures/istio-samples/jwks.json");
+/// A time at which the sample token is valid.
+const NOW: u64 = 1_800_000_000;
 const TOKEN: &str = include_str!("../tests/fixtures/istio-samples/groups-scope.jwt");
 
 fn main() {
@@ -68,7 +70,7 @@ fn main() {
                 keys: &keys_for,
                 cache: &cache,
                 host: &BuiltinOnly,
-                now_secs: 1_800_000_000,
+                clock: RequestTime::new(NOW, &|| NOW),
             };
             let decision = authenticate(&ctx, &found, "/headers");
             if owned == 0 && matches!(decision.verdict, jwt_claims_filter::authn::Verdict::Allow(_)) {

@@ -80,6 +80,46 @@ struct Accepted<'a> {
     rule: usize,
 }
 
+/// The time for a decision. The host's clock is a host call, about a tenth of the cost of a
+/// cached decision in the VM; most decisions do not need it.
+pub struct RequestTime<'a> {
+    recent_secs: u64,
+    exact_secs: &'a dyn Fn() -> u64,
+    /// The exact time once read: one reading serves the whole decision.
+    exact: std::cell::Cell<Option<u64>>,
+}
+
+/// How stale the recent reading of a [`RequestTime`] may be. A cached token whose `exp` and `nbf` are both
+/// further than this from the recent reading gets the same answer at every moment the true
+/// time can be, so it is judged without the host's clock; one nearer its limits, and every
+/// token that needs verifying, gets the exact time. Far above the filter's tick (0.5 s): it
+/// only has to hold while the worker's event loop runs at all.
+pub const RECENT_WITHIN_SECS: u64 = 30;
+
+impl<'a> RequestTime<'a> {
+    /// `recent_secs`: seconds since the epoch at a moment at most [`RECENT_WITHIN_SECS`] ago
+    /// (the filter reads the host's clock at every tick and every few hundred requests);
+    /// `exact_secs` reads the exact time, from the host.
+    pub fn new(recent_secs: u64, exact_secs: &'a dyn Fn() -> u64) -> RequestTime<'a> {
+        RequestTime { recent_secs, exact_secs, exact: std::cell::Cell::new(None) }
+    }
+
+    /// The exact time, read at most once per decision.
+    fn exact_secs(&self) -> u64 {
+        *self.exact.get().get_or_insert_with(|| {
+            let now = (self.exact_secs)();
+            self.exact.set(Some(now));
+            now
+        })
+    }
+
+    /// Whether the cached token is within its `exp`/`nbf` (with `skew`) now.
+    fn admits(&self, hit: &CachedToken, skew: std::time::Duration) -> bool {
+        hit.is_current_throughout(self.recent_secs, self.recent_secs.saturating_add(RECENT_WITHIN_SECS), skew)
+            || hit.is_current(self.exact_secs(), skew)
+    }
+}
+
 /// The state a request is decided against.
 pub struct Context<'a, 'k> {
     pub config: &'a FilterConfig,
@@ -89,12 +129,12 @@ pub struct Context<'a, 'k> {
     pub cache: &'a TokenCache,
     /// The host's signature check, where it offers one.
     pub host: &'a dyn HostVerifier,
-    pub now_secs: u64,
+    pub clock: RequestTime<'a>,
 }
 
 /// Decides a request presenting `found` tokens on `path`.
 pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str) -> Decision {
-    let Context { config, keys, cache, host, now_secs } = *ctx;
+    let Context { config, keys, cache, host, ref clock } = *ctx;
     if found.is_empty() {
         let verdict = if config.require_token { Verdict::Deny(Rejection::Missing) } else { Verdict::PassWithoutToken };
         return verdict.into();
@@ -110,9 +150,10 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str)
     let mut accepted: Vec<Accepted<'_>> = Vec::with_capacity(found.len());
     for presented in found {
         let hit = cache.get(&presented.token, generation).filter(|hit| {
-            config.rules.get(hit.rule).is_some_and(|rule| {
-                rule.locations.contains(&presented.location) && hit.is_current(now_secs, rule.clock_skew)
-            })
+            config
+                .rules
+                .get(hit.rule)
+                .is_some_and(|rule| rule.locations.contains(&presented.location) && clock.admits(hit, rule.clock_skew))
         });
         if let Some(hit) = hit {
             accepted.push(Accepted { presented, claims: &hit.claims, payload_b64: &hit.payload_b64, rule: hit.rule });
@@ -131,6 +172,7 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str)
         fresh.push((presented, token, rule));
     }
 
+    let now_secs = if fresh.is_empty() { clock.recent_secs } else { clock.exact_secs() };
     let mut waits = Vec::new();
     let mut generations = Vec::with_capacity(fresh.len());
     for (_, token, rule_index) in &fresh {
@@ -293,7 +335,8 @@ mod tests {
         path: &str,
         now_secs: u64,
     ) -> Decision {
-        let ctx = Context { config, keys, cache, host: &BuiltinOnly, now_secs };
+        let exact = || now_secs;
+        let ctx = Context { config, keys, cache, host: &BuiltinOnly, clock: RequestTime::new(now_secs, &exact) };
         authenticate(&ctx, found, path)
     }
 
@@ -445,6 +488,42 @@ mod tests {
         assert_eq!(auth(&config, &found, &rotated, &cache, "/", NOW).newly_verified.len(), 1);
         let later = NOW + 10 + 61;
         assert_eq!(auth(&config, &found, &same_keys, &cache, "/", later).verdict, Verdict::Deny(Rejection::Expired));
+    }
+
+    #[test]
+    fn a_cached_token_far_from_its_limits_needs_no_exact_clock() {
+        use std::cell::Cell;
+        let config = config_with(json!({}), json!({}));
+        let KeySource::Inline(keys) = &config.rules[0].keys else { panic!() };
+        let keys = |_: usize| KeysFor::Ready { keys, generation: 0, may_refetch: false };
+        let exp = NOW + 3600;
+        let token = mint_with(json!({"exp": exp}));
+        let found = vec![FoundToken { location: 0, token: token.clone().into() }];
+        let mut cache = TokenCache::new(10);
+        let readings = Cell::new(0);
+        let decide_at = |cache: &TokenCache, recent: u64, exact: u64| {
+            let read = || {
+                readings.set(readings.get() + 1);
+                exact
+            };
+            let time = RequestTime::new(recent, &read);
+            authenticate(&Context { config: &config, keys: &keys, cache, host: &BuiltinOnly, clock: time }, &found, "/")
+        };
+        // Verifying always takes the exact time.
+        let first = decide_at(&cache, NOW, NOW);
+        assert_eq!(readings.get(), 1);
+        for (token, verified) in first.newly_verified {
+            cache.insert(&token, verified);
+        }
+        readings.set(0);
+        assert!(matches!(decide_at(&cache, NOW, NOW).verdict, Verdict::Allow(_)));
+        assert_eq!(readings.get(), 0, "an hour from exp: the recent reading decides");
+        // Near exp (skew 60 s included), the exact time decides, both ways.
+        let near = exp + 60 - RECENT_WITHIN_SECS + 1;
+        assert!(matches!(decide_at(&cache, near, near).verdict, Verdict::Allow(_)));
+        assert_eq!(readings.get(), 1);
+        assert_eq!(decide_at(&cache, near, exp + 61).verdict, Verdict::Deny(Rejection::Expired));
+        assert_eq!(readings.get(), 2, "one reading per decision, also when the token is then verified");
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub struct CachedToken {
 }
 
 impl CachedToken {
+    /// Still within `exp`/`nbf` at every moment from `earliest` to `latest` (seconds),
+    /// allowing `clock_skew`: what [`CachedToken::is_current`] would say anywhere between.
+    pub fn is_current_throughout(&self, earliest: u64, latest: u64, clock_skew: Duration) -> bool {
+        self.is_current(earliest, clock_skew) && self.is_current(latest, clock_skew)
+    }
+
     /// Still within `exp`/`nbf` at `now_secs`, allowing `clock_skew`, as `verify::check_time`.
     pub fn is_current(&self, now_secs: u64, clock_skew: Duration) -> bool {
         let skew = clock_skew.as_secs();
@@ -253,6 +259,15 @@ mod tests {
         cache.insert("one", cached(0, None));
         assert!(cache.is_empty());
         assert!(cache.get("one", |_| Some(0)).is_none());
+    }
+
+    #[test]
+    fn currency_throughout_a_span_needs_both_ends() {
+        let skew = Duration::from_secs(60);
+        let token = CachedToken { nbf: Some(2000), ..cached(0, Some(5000)) };
+        assert!(token.is_current_throughout(1940, 5060, skew));
+        assert!(!token.is_current_throughout(1939, 3000, skew), "not yet valid at the start");
+        assert!(!token.is_current_throughout(3000, 5061, skew), "expired by the end");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 // `#[test]` functions themselves).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use jwt_claims_filter::authn::{authenticate, Context, KeysFor, Verdict};
+use jwt_claims_filter::authn::{authenticate, Context, KeysFor, RequestTime, Verdict};
 use jwt_claims_filter::config::{FilterConfig, KeySource};
 use jwt_claims_filter::extract::find_tokens;
 use jwt_claims_filter::jwks::{JwksError, KeyMiss, KeySet};
@@ -67,7 +67,9 @@ fn check(config: &FilterConfig, raw: &str, now: u64) -> Result<(), Rejection> {
 fn decide(config: &FilterConfig, raw: &str, now: u64) -> Verdict {
     let keys = |_rule: usize| KeysFor::Ready { keys: inline_keys(config), generation: 1, may_refetch: false };
     let cache = TokenCache::new(0);
-    let ctx = Context { config, keys: &keys, cache: &cache, host: &BuiltinOnly, now_secs: now };
+    let exact = || now;
+    let clock = RequestTime::new(now, &exact);
+    let ctx = Context { config, keys: &keys, cache: &cache, host: &BuiltinOnly, clock };
     let headers = vec![("authorization".to_string(), format!("Bearer {raw}"))];
     authenticate(&ctx, &find_tokens(&config.locations, &headers, "/"), "/").verdict
 }

@@ -47,7 +47,11 @@ fn main() {
     let two = format!("{}\n{}", mint("RS256", claims(ISTIO_ISSUER), true), mint("EdDSA", claims(FUZZ_ISSUER), true));
     write("token", "two-tokens", two.as_bytes());
     let body = claims(ISTIO_ISSUER);
-    write("token", "alg-none", unsigned(&json!({"alg": "none", "typ": "JWT"}), &body).trim_end_matches("c2ln").as_bytes());
+    write(
+        "token",
+        "alg-none",
+        unsigned(&json!({"alg": "none", "typ": "JWT"}), &body).trim_end_matches("c2ln").as_bytes(),
+    );
     write("token", "crit", unsigned(&json!({"alg": "RS256", "kid": ISTIO_KID, "crit": ["exp"]}), &body).as_bytes());
     write("token", "es512", unsigned(&json!({"alg": "ES512", "kid": "k"}), &body).as_bytes());
     write("token", "typ-jwe", unsigned(&json!({"alg": "HS256", "typ": "JOSE+JSON"}), &body).as_bytes());
@@ -85,18 +89,36 @@ fn main() {
 
     // config: the fixture configuration and Istio-shaped variants.
     write("config", "fixture", config_json().as_bytes());
-    write("config", "istio-remote", json!({
-        "jwtRules": [{"issuer": "https://issuer.example", "jwksUri": "https://issuer.example/jwks.json",
-                      "audiences": ["a"], "forwardOriginalToken": true, "timeout": "1.5s",
-                      "jwksCacheDuration": "600s", "jwksMinRefetchInterval": "250ms"}],
-        "requireToken": true, "tokenCacheSize": 0
-    }).to_string().as_bytes());
-    write("config", "discovery", json!({"jwtRules": [{"issuer": "https://accounts.example/"}],
-        "claimHeaders": ["x-jwt-claim-key.1-key.2"]}).to_string().as_bytes());
-    write("config", "inline-istio", json!({"jwtRules": [{"issuer": ISTIO_ISSUER, "jwks": ISTIO_JWKS,
+    write(
+        "config",
+        "istio-remote",
+        json!({
+            "jwtRules": [{"issuer": "https://issuer.example", "jwksUri": "https://issuer.example/jwks.json",
+                          "audiences": ["a"], "forwardOriginalToken": true, "timeout": "1.5s",
+                          "jwksCacheDuration": "600s", "jwksMinRefetchInterval": "250ms"}],
+            "requireToken": true, "tokenCacheSize": 0
+        })
+        .to_string()
+        .as_bytes(),
+    );
+    write(
+        "config",
+        "discovery",
+        json!({"jwtRules": [{"issuer": "https://accounts.example/"}],
+        "claimHeaders": ["x-jwt-claim-key.1-key.2"]})
+        .to_string()
+        .as_bytes(),
+    );
+    write(
+        "config",
+        "inline-istio",
+        json!({"jwtRules": [{"issuer": ISTIO_ISSUER, "jwks": ISTIO_JWKS,
         "fromHeaders": [{"name": "x-jwt", "prefix": ""}], "fromParams": ["t"], "fromCookies": ["c"],
         "outputClaimToHeaders": [{"header": "x-groups", "claim": "groups"}]}],
-        "claimHeaders": ["x-jwt-claim.groups"], "maxTokenBytes": 64}).to_string().as_bytes());
+        "claimHeaders": ["x-jwt-claim.groups"], "maxTokenBytes": 64})
+        .to_string()
+        .as_bytes(),
+    );
 
     // claims: header names with each separator, values of each JSON type.
     let cases: [(&str, Value); 8] = [

@@ -20,8 +20,11 @@ fn tokens() -> &'static [String] {
     static TOKENS: OnceLock<Vec<String>> = OnceLock::new();
     TOKENS.get_or_init(|| {
         let claims = json!({"iss": ISTIO_ISSUER, "exp": NOW + 60});
-        let mut tokens: Vec<String> =
-            ALGORITHMS.iter().filter(|a| !matches!(**a, "HS384" | "HS512")).map(|a| mint(a, claims.clone(), true)).collect();
+        let mut tokens: Vec<String> = ALGORITHMS
+            .iter()
+            .filter(|a| !matches!(**a, "HS384" | "HS512"))
+            .map(|a| mint(a, claims.clone(), true))
+            .collect();
         tokens.push(mint("ES256", claims, false));
         tokens
     })

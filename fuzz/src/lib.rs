@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use jwt_claims_filter::authn::{authenticate, Context, Decision, KeysFor, Verdict};
+use jwt_claims_filter::authn::{authenticate, Context, Decision, KeysFor, RequestTime, Verdict};
 use jwt_claims_filter::claims::is_header_value;
 use jwt_claims_filter::config::{is_header_name, FilterConfig, KeySource};
 use jwt_claims_filter::extract::FoundToken;
@@ -140,7 +140,9 @@ pub fn authenticate_twice(config: &FilterConfig, found: &[FoundToken], path: &st
     let keys = |rule: usize| keys_of(config, rule);
     let mut cache = TokenCache::new(16);
     let decide = |cache: &TokenCache| -> Decision {
-        let ctx = Context { config, keys: &keys, cache, host: &BuiltinOnly, now_secs: NOW };
+        let exact = || NOW;
+        let clock = RequestTime::new(NOW, &exact);
+        let ctx = Context { config, keys: &keys, cache, host: &BuiltinOnly, clock };
         authenticate(&ctx, found, path)
     };
     let first = decide(&cache);

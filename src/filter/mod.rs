@@ -17,7 +17,7 @@ mod metrics;
 mod request_headers;
 mod shared_keys;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -26,7 +26,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
-use crate::authn::{authenticate, challenge, realm, Context as Request, Decision, KeyWait, KeysFor, Verdict};
+use crate::authn::{
+    authenticate, challenge, realm, Context as Request, Decision, KeyWait, KeysFor, RequestTime, Verdict,
+};
 use crate::config::{FilterConfig, HttpUri, KeySource, RemoteJwks};
 use crate::extract::{find_tokens, is_owned_header, FoundToken};
 use crate::headermap::parse_pairs;
@@ -57,7 +59,45 @@ fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |d| d.as_secs().saturating_mul(1000).saturating_add(u64::from(d.subsec_millis())))
+}
+
+/// Requests decided on one reading of the host's clock at most, whatever the ticks do.
+const CLOCK_READING_USES: u32 = 256;
+
+/// The host's clock, read as seldom as decisions allow: at every tick, every
+/// [`CLOCK_READING_USES`] requests, and whenever a decision needs the exact time
+/// ([`authn::RequestTime`](crate::authn::RequestTime) says when). A reading is thus well within
+/// `RECENT_WITHIN_SECS` old while the worker runs at all.
+struct HostClock {
+    last_ms: Cell<u64>,
+    uses: Cell<u32>,
+}
+
+impl HostClock {
+    fn new() -> HostClock {
+        let clock = HostClock { last_ms: Cell::new(0), uses: Cell::new(0) };
+        clock.read();
+        clock
+    }
+
+    /// The exact time, which is from now on the recent reading.
+    fn read(&self) -> u64 {
+        let now = now_ms();
+        self.last_ms.set(now);
+        self.uses.set(0);
+        now
+    }
+
+    /// The recent reading, for one more request.
+    fn recent(&self) -> u64 {
+        let uses = self.uses.get() + 1;
+        if uses > CLOCK_READING_USES || self.last_ms.get() == 0 {
+            return self.read();
+        }
+        self.uses.set(uses);
+        self.last_ms.get()
+    }
 }
 
 /// A dispatched fetch: for which rule, and whether it asks for the discovery document.
@@ -96,6 +136,7 @@ struct Plugin {
     tokens: TokenCache,
     signatures: EnvoySignatures,
     metrics: Metrics,
+    clock: HostClock,
 }
 
 type SharedPlugin = Rc<RefCell<Plugin>>;
@@ -125,6 +166,7 @@ impl Plugin {
             tokens,
             signatures: EnvoySignatures::probe(),
             metrics: Metrics::define(),
+            clock: HostClock::new(),
         }
     }
 
@@ -136,7 +178,8 @@ impl Plugin {
         self.remotes.get_mut(rule).and_then(Option::as_mut)
     }
 
-    /// The verdict for a request's tokens with the keys and cached tokens held now.
+    /// The verdict for a request's tokens with the keys and cached tokens held now;
+    /// `now_ms` is a recent reading of `self.clock`.
     fn decide(&self, found: &[FoundToken<'_>], path: &str, now_ms: u64) -> Decision {
         let keys = |rule: usize| -> KeysFor<'_> {
             match (self.config.rules.get(rule).map(|r| &r.keys), self.remote(rule)) {
@@ -145,12 +188,13 @@ impl Plugin {
                 _ => KeysFor::Unavailable,
             }
         };
+        let read_clock = || self.clock.read() / 1000;
         let request = Request {
             config: &self.config,
             keys: &keys,
             cache: &self.tokens,
             host: &self.signatures,
-            now_secs: now_ms / 1000,
+            clock: RequestTime::new(now_ms / 1000, &read_clock),
         };
         authenticate(&request, found, path)
     }
@@ -158,8 +202,10 @@ impl Plugin {
     /// Decides; a wait first re-reads the shared record (another worker may hold the keys
     /// already), then starts the fetches it needs. A wait with no fetch in flight (the
     /// dispatch failed, the refetch is throttled) is decided again, which then answers.
-    fn resolve(&mut self, found: &[FoundToken<'_>], path: &str, now_ms: u64) -> Decision {
-        let mut decision = self.decide(found, path, now_ms);
+    fn resolve(&mut self, found: &[FoundToken<'_>], path: &str, recent_ms: u64) -> Decision {
+        let mut decision = self.decide(found, path, recent_ms);
+        // Fetch leases and retries want the exact time; only a wait gets this far.
+        let now_ms = if matches!(decision.verdict, Verdict::AwaitKeys(_)) { self.clock.read() } else { recent_ms };
         for attempt in 0..3 {
             let Verdict::AwaitKeys(waits) = &decision.verdict else { break };
             let waits = waits.clone();
@@ -415,10 +461,10 @@ impl Plugin {
         if found.is_empty() && !self.config.require_token {
             return Action::Continue;
         }
-        let now_ms = now_ms();
         let realm = || realm(header(":scheme"), header(":authority"), path);
-        match self.resolve(&found, path, now_ms).verdict {
+        match self.resolve(&found, path, self.clock.recent()).verdict {
             Verdict::AwaitKeys(waits) => {
+                let now_ms = self.clock.read();
                 let wait_for = waits
                     .iter()
                     .filter_map(|w| self.config.rules.get(w.rule()))
@@ -444,7 +490,7 @@ impl Plugin {
     /// Background work: follow the shared records, start due fetches (refresh, retry, a lease
     /// that ran out), then decide the paused requests again.
     fn on_tick(&mut self, root_id: u32) {
-        let now_ms = now_ms();
+        let now_ms = self.clock.read();
         for rule in 0..self.remotes.len() {
             if let Some(remote) = self.remote_mut(rule) {
                 remote.sync();
@@ -478,7 +524,7 @@ impl Context for PluginRoot {
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
         if let Some(plugin) = &self.plugin {
             if let Ok(mut plugin) = plugin.try_borrow_mut() {
-                let now = now_ms();
+                let now = plugin.clock.read();
                 if plugin.on_fetch_response(token_id, body_size, now) {
                     plugin.wake_waiting(now, self.context_id);
                 }
@@ -508,12 +554,11 @@ impl RootContext for PluginRoot {
         };
         let needs_fetching = !config.all_keys_inline();
         let plugin = Rc::new(RefCell::new(Plugin::new(config)));
-        if needs_fetching {
-            // The first fetch starts on the first tick, not here: a call dispatched during
-            // configuration can be lost (the main thread's clusters are not up yet), and a lost
-            // call would hold the fetch lease until it runs out.
-            let _ = hostcalls::set_tick_period(WAITING_TICK);
-        }
+        // The first fetch starts on the first tick, not here: a call dispatched during
+        // configuration can be lost (the main thread's clusters are not up yet), and a lost
+        // call would hold the fetch lease until it runs out. With inline keys only, the tick
+        // still keeps the clock's recent reading fresh.
+        let _ = hostcalls::set_tick_period(if needs_fetching { WAITING_TICK } else { IDLE_TICK });
         log::info!("jwt-claims-filter configured");
         self.plugin = Some(plugin);
         true
@@ -546,7 +591,7 @@ struct RequestContext {
 impl Context for RequestContext {
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
         if let Ok(mut plugin) = self.plugin.try_borrow_mut() {
-            let now = now_ms();
+            let now = plugin.clock.read();
             if plugin.on_fetch_response(token_id, body_size, now) {
                 plugin.wake_waiting(now, self.context_id);
             }
