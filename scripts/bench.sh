@@ -5,6 +5,8 @@
 #   scripts/bench.sh --quick         smoke check: 1 round, 3 s per repeated-token run
 #   scripts/bench.sh --alg RS256 --rounds 5 --duration 10 --token-cache-size 1000 --rss-100k
 #   scripts/bench.sh --help          every option
+#   scripts/bench.sh --instructions  Envoy's instructions per request under callgrind instead
+#                                    (steady on a busy machine; bench/instructions.py)
 #
 # Five configurations (no auth filter; native jwt_authn with and without jwt_cache_config; a
 # no-op proxy-wasm filter, the floor any Wasm filter pays; this filter), each a fresh Envoy
@@ -30,6 +32,7 @@ case " $* " in
     command -v wrk >/dev/null 2>&1 || missing+=(wrk)
     command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
     command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+    case " $* " in *" --instructions "*) command -v valgrind >/dev/null 2>&1 || missing+=(valgrind) ;; esac
     if [ "${#missing[@]}" -gt 0 ]; then
       sudo=""
       [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -79,4 +82,11 @@ case " $* " in
     ;;
 esac
 
+case " $* " in
+  *" --instructions "*)
+    args=()
+    for arg in "$@"; do [ "$arg" = --instructions ] || args+=("$arg"); done
+    exec "$VENV/bin/python" "$ROOT/bench/instructions.py" "${args[@]}"
+    ;;
+esac
 exec "$VENV/bin/python" "$ROOT/bench/bench.py" "$@"

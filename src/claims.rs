@@ -78,7 +78,8 @@ pub fn render(value: &Value) -> Result<String, NotRendered> {
         Value::String(s) => s.clone(),
         Value::Number(_) | Value::Bool(_) => value.to_string(),
         Value::Array(items) => {
-            let mut joined = String::new();
+            let length = items.iter().map(|item| item.as_str().map_or(0, |s| s.len() + 1)).sum();
+            let mut joined = String::with_capacity(length);
             for (i, item) in items.iter().enumerate() {
                 // Only lists of strings: a mixed list has no single reading a route could rely on.
                 let Value::String(part) = item else {

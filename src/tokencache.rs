@@ -148,18 +148,15 @@ impl TokenCache {
 /// map uses the low ones for the bucket, the high ones for its tags) depends on every input.
 fn token_hash(seed: u64, bytes: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let word = |chunk: &[u8]| {
-        let mut padded = [0u8; 8];
-        padded.iter_mut().zip(chunk).for_each(|(to, from)| *to = *from);
-        u64::from_le_bytes(padded)
-    };
     let words = bytes.chunks_exact(8);
-    let tail = words.remainder();
+    let mut tail = [0u8; 8];
+    tail.iter_mut().zip(words.remainder()).for_each(|(to, from)| *to = *from);
     let mut hash = seed ^ (bytes.len() as u64).wrapping_mul(K);
     for chunk in words {
-        hash = (hash ^ word(chunk)).wrapping_mul(K).rotate_left(29);
+        let word = chunk.try_into().map_or(0, u64::from_le_bytes);
+        hash = (hash ^ word).wrapping_mul(K).rotate_left(29);
     }
-    hash = (hash ^ word(tail)).wrapping_mul(K);
+    hash = (hash ^ u64::from_le_bytes(tail)).wrapping_mul(K);
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;
