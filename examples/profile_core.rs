@@ -35,7 +35,7 @@ fn main() {
         eprintln!("configuration refused");
         return;
     };
-    let KeySource::Inline(keys) = &config.rules[0].keys else { return };
+    let Some(KeySource::Inline(keys)) = config.rules.first().map(|rule| &rule.keys) else { return };
     // What Envoy hands a filter for `curl -H "Authorization: Bearer ..." host/headers`.
     let authorization = format!("Bearer {}", TOKEN.trim());
     let wire = serialize(&[

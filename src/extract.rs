@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use crate::claims::is_claim_header_family;
 use crate::config::{FilterConfig, TokenLocation};
+use crate::headermap::text;
 
 /// A token as presented, and where; borrowed from the request while it is being decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,49 +24,62 @@ impl FoundToken<'_> {
 }
 
 /// Every token presented at any configured location, in location order. A location that
-/// appears several times (two `Authorization` headers) yields each.
-pub fn find_tokens<'a, N: AsRef<str>, V: AsRef<str>>(
+/// appears several times (two `Authorization` headers) yields each. Header names and values
+/// may be bytes or text; only the values at token locations are read as text.
+pub fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
     locations: &[TokenLocation],
     headers: &'a [(N, V)],
     path: &'a str,
 ) -> Vec<FoundToken<'a>> {
     let mut found = Vec::new();
     for (index, location) in locations.iter().enumerate() {
-        let mut push = |token: &'a str| {
-            let token = token.trim();
+        let mut push = |token: Cow<'a, str>| {
+            let token = match token {
+                Cow::Borrowed(t) => Cow::Borrowed(t.trim()),
+                Cow::Owned(t) => Cow::Owned(t.trim().to_string()),
+            };
             if !token.is_empty() {
-                found.push(FoundToken { location: index, token: Cow::Borrowed(token) });
+                found.push(FoundToken { location: index, token });
             }
         };
         match location {
             TokenLocation::Header { name, prefix } => {
-                for (_, value) in headers.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name)) {
-                    if let Some(token) = after_prefix(value.as_ref(), prefix) {
-                        push(token);
-                    }
+                for (_, value) in headers.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name.as_bytes())) {
+                    match text(value.as_ref()) {
+                        Cow::Borrowed(value) => after_prefix(value, prefix).map(|t| push(Cow::Borrowed(t))),
+                        Cow::Owned(value) => after_prefix(&value, prefix).map(|t| push(Cow::Owned(t.to_string()))),
+                    };
                 }
             }
             TokenLocation::Param(name) => {
                 for (key, value) in query_pairs(path) {
                     if key == name {
-                        push(value);
+                        push(Cow::Borrowed(value));
                     }
                 }
             }
             TokenLocation::Cookie(name) => {
-                for (_, value) in headers.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case("cookie")) {
-                    for pair in value.as_ref().split(';') {
-                        if let Some((key, value)) = pair.trim().split_once('=') {
-                            if key == name {
-                                push(value.trim_matches('"'));
-                            }
-                        }
+                for (_, value) in headers.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(b"cookie")) {
+                    match text(value.as_ref()) {
+                        Cow::Borrowed(value) => each_cookie(value, name, |t| push(Cow::Borrowed(t))),
+                        Cow::Owned(value) => each_cookie(&value, name, |t| push(Cow::Owned(t.to_string()))),
                     }
                 }
             }
         }
     }
     found
+}
+
+/// Calls `found` with the value of each cookie called `name` in a `Cookie` header value.
+fn each_cookie<'v>(value: &'v str, name: &str, mut found: impl FnMut(&'v str)) {
+    for pair in value.split(';') {
+        if let Some((key, value)) = pair.trim().split_once('=') {
+            if key == name {
+                found(value.trim_matches('"'));
+            }
+        }
+    }
 }
 
 /// What follows the first occurrence of `prefix` in a header value. Like Envoy's extractor,
@@ -108,8 +122,8 @@ pub fn without_param(path: &str, name: &str) -> String {
 /// `true` for an incoming header the filter owns: the whole `x-jwt-claim` family (any case,
 /// any separator) and every header a rule writes. Such headers are removed from every request
 /// before anything else, so only the filter can ever set them.
-pub fn is_owned_header(config: &FilterConfig, name: &str) -> bool {
-    is_claim_header_family(name) || config.owned_headers.iter().any(|h| h.eq_ignore_ascii_case(name))
+pub fn is_owned_header(config: &FilterConfig, name: &[u8]) -> bool {
+    is_claim_header_family(name) || config.owned_headers.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -129,6 +143,22 @@ mod tests {
 
     fn tokens(found: Vec<FoundToken>) -> Vec<(usize, String)> {
         found.into_iter().map(|f| (f.location, f.token.into_owned())).collect()
+    }
+
+    #[test]
+    fn reads_the_host_s_bytes_and_only_token_values_as_text() {
+        let h: Vec<(&[u8], &[u8])> = vec![
+            (b"x-other", b"\xff\xfe"),
+            (b"Authorization", b"Bearer a\xffb"),
+            (b"cookie", b"session=\"c.c.c\""),
+        ];
+        let locations = vec![
+            TokenLocation::Header { name: "authorization".into(), prefix: "Bearer ".into() },
+            TokenLocation::Cookie("session".into()),
+        ];
+        let found = find_tokens(&locations, &h, "/");
+        assert_eq!(tokens(found.clone()), vec![(0, "a\u{fffd}b".to_string()), (1, "c.c.c".to_string())]);
+        assert!(matches!(found[1].token, Cow::Borrowed(_)), "valid text stays borrowed");
     }
 
     #[test]
@@ -193,10 +223,10 @@ mod tests {
         )
         .unwrap();
         for name in ["x-jwt-claim.groups", "X-JWT-Claim.Groups", "x-jwt-claim-groups", "X-Jwt-Payload", "x-sub"] {
-            assert!(is_owned_header(&config, name), "{name}");
+            assert!(is_owned_header(&config, name.as_bytes()), "{name}");
         }
         for name in ["authorization", "x-jwt", "host"] {
-            assert!(!is_owned_header(&config, name), "{name}");
+            assert!(!is_owned_header(&config, name.as_bytes()), "{name}");
         }
     }
 }

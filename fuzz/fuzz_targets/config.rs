@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(rule.locations.iter().all(|l| *l < config.locations.len()));
     }
     for header in &config.claim_headers {
-        assert!(is_claim_header_family(&header.name) && is_header_name(&header.name));
+        assert!(is_claim_header_family(header.name.as_bytes()) && is_header_name(&header.name));
         assert!(!header.path.keys().is_empty());
     }
     for name in &config.owned_headers {

@@ -17,6 +17,7 @@ mod metrics;
 mod request_headers;
 mod shared_keys;
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -31,7 +32,7 @@ use crate::authn::{
 };
 use crate::config::{FilterConfig, HttpUri, KeySource, RemoteJwks};
 use crate::extract::{find_tokens, is_owned_header, FoundToken};
-use crate::headermap::parse_pairs;
+use crate::headermap::{parse_pairs, text};
 use crate::jwks::KeySet;
 use crate::keycache::Availability;
 use crate::tokencache::TokenCache;
@@ -448,20 +449,26 @@ impl Plugin {
             Vec::new()
         });
         // Before anything else: no client-supplied header the filter owns survives.
-        let mut stripped: Vec<&str> = Vec::new();
-        for (name, _) in &headers {
-            if is_owned_header(&self.config, name) && !stripped.contains(name) {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+        let mut stripped: Vec<&[u8]> = Vec::new();
+        for &(name, _) in &headers {
+            if is_owned_header(&self.config, name) && !stripped.contains(&name) {
+                // Owned names are ASCII; a name that is not UTF-8 is none of them.
+                if let Ok(text) = std::str::from_utf8(name) {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, text, None);
+                }
                 stripped.push(name);
             }
         }
-        let header = |name: &str| headers.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v.as_ref());
+        let header = |name: &str| {
+            headers.iter().find(|(n, _)| *n == name.as_bytes()).map_or(Cow::Borrowed(""), |(_, v)| text(v))
+        };
         let path = header(":path");
+        let path = path.as_ref();
         let found = find_tokens(&self.config.locations, &headers, path);
         if found.is_empty() && !self.config.require_token {
             return Action::Continue;
         }
-        let realm = || realm(header(":scheme"), header(":authority"), path);
+        let realm = || realm(&header(":scheme"), &header(":authority"), path);
         match self.resolve(&found, path, self.clock.recent()).verdict {
             Verdict::AwaitKeys(waits) => {
                 let now_ms = self.clock.read();
