@@ -147,11 +147,8 @@ mod tests {
 
     #[test]
     fn reads_the_host_s_bytes_and_only_token_values_as_text() {
-        let h: Vec<(&[u8], &[u8])> = vec![
-            (b"x-other", b"\xff\xfe"),
-            (b"Authorization", b"Bearer a\xffb"),
-            (b"cookie", b"session=\"c.c.c\""),
-        ];
+        let h: Vec<(&[u8], &[u8])> =
+            vec![(b"x-other", b"\xff\xfe"), (b"Authorization", b"Bearer a\xffb"), (b"cookie", b"session=\"c.c.c\"")];
         let locations = vec![
             TokenLocation::Header { name: "authorization".into(), prefix: "Bearer ".into() },
             TokenLocation::Cookie("session".into()),

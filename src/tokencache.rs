@@ -8,9 +8,10 @@
 //! earlier; a lookup of the other misses and verifies again), only verified tokens are ever
 //! inserted, and the map is keyed by the 64-bit hash itself, so colliding inputs cannot
 //! lengthen a probe chain. What matters inside the VM is speed: a SHA-256 of a 1 KB token
-//! costs more than the rest of a cache hit, SipHash about a quarter of it, this word-wise
-//! multiply-xor a tenth of SipHash. The comparison is word-wise too: `memcmp` in a wasm32
-//! build walks byte by byte, which cost as much as all the rest of the filter's work. An entry serves while the key set
+//! costs more than the rest of a cache hit, and SipHash took about 3,800 instructions for a
+//! 700-byte token (callgrind on Envoy), of which this word-wise multiply-xor saves about
+//! 1,500. The comparison is word-wise too: `memcmp` in a wasm32 build walks byte by byte,
+//! which cost about 9,000 instructions per hit. An entry serves while the key set
 //! that verified it is current (its generation) and until the token's `exp`: a hit still
 //! checks `exp` and `nbf` against now. Bounded; the least recently used entry is evicted.
 
