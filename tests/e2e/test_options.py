@@ -304,3 +304,26 @@ def test_default_jwks_cluster_port_80(default_cluster_envoy):
     assert echoed_headers(r)["x-jwt-claim.groups"] == "group1,group2"
     hosts = {h.get("host", "").lower() for h in srv.request_headers}
     assert hosts & {"jwks.internal", "jwks.internal:80"}, f"Host/:authority of the JWKS fetches: {hosts}"
+
+
+# --- a cached token reaching its exp --------------------------------------------------------
+
+def test_a_cached_token_is_refused_once_it_expires(launch, seed_jwks):
+    """A verified token is served from the token cache, judged on a recent clock reading while
+    its exp is far; near exp the filter reads the exact time, so with clockSkew 0s the same
+    token turns into a 401 within a second of its exp, through the cache."""
+    env = launch(seed_config(seed_jwks.jwks_uri, rule={"clockSkew": "0s"}), jwks_port=seed_jwks.port)
+    try:
+        exp = int(time.time()) + 4
+        tok = tokens.mint(tokens.claims(exp=exp, sub="cached-expiry@example.com"))
+        for _ in range(20):  # verified once, then answered from the cache
+            r = env.get("/headers", token=tok)
+            assert r.status_code == 200, r.text[:300]
+            assert echoed_headers(r)["x-jwt-claim.groups"] == "group1,group2"
+        time.sleep(max(0.0, exp + 1.2 - time.time()))
+        assert_invalid_token(env.get("/headers", token=tok), tok)
+        # Another token of the same issuer, far from its exp, still passes.
+        fresh = tokens.mint(tokens.claims(sub="far-from-expiry@example.com"))
+        assert env.get("/headers", token=fresh).status_code == 200
+    finally:
+        env.stop()
