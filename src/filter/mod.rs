@@ -605,11 +605,21 @@ impl Context for RequestContext {
         }
     }
 
-    fn on_done(&mut self) -> bool {
+}
+
+/// The SDK drops a context when the host deletes it (`proxy_on_delete`), after the stream
+/// ended or its client went away: a request still paused for keys is forgotten then. Done
+/// here rather than in `on_done`, whose export the build removes (one VM entry fewer per
+/// request, see scripts/wasm-exports.py).
+impl Drop for RequestContext {
+    fn drop(&mut self) {
         if let Ok(mut plugin) = self.plugin.try_borrow_mut() {
+            let waiting = plugin.waiting.len();
             plugin.waiting.retain(|w| w.context_id != self.context_id);
+            if plugin.waiting.len() < waiting {
+                log::debug!("request {} ended while it waited for keys", self.context_id);
+            }
         }
-        true
     }
 }
 

@@ -418,6 +418,32 @@ def test_slow_first_fetch_answers_within_timeout(gateway, jwks_servers):
     assert r.status_code == 200, f"still {r.status_code} 8s after the JWKS became fast\n{filter_log(env, 'jwks:')}"
 
 
+def test_a_waiting_request_whose_client_leaves_is_forgotten(launch, jwks_servers):
+    """A request paused for keys whose client hangs up is dropped from the waiting list when
+    Envoy deletes its stream (the filter does not export `proxy_on_done`; the SDK frees the
+    context on `proxy_on_delete`), and the keys that land later serve the next request."""
+    srv = jwks_servers(keyset="A")
+    srv.hold(max_wait=8)
+    env = launch(config(srv.port, timeout="6s"), jwks_port=srv.port, concurrency=CONCURRENCY)
+    try:
+        with pytest.raises(requests.exceptions.Timeout):
+            fetch(env, "/headers", token(), timeout=1)
+        srv.release()
+        r, _ = fetch(env, "/headers", token())
+        assert r.status_code == 200, r.text
+        assert echoed_headers(r)["x-jwt-claim.groups"] == "group1,group2"
+    finally:
+        env.stop()  # Envoy flushes its log file on exit
+    log = env.log
+    waited = re.findall(r"request (\d+) waits for keys", log)
+    ended = re.findall(r"request (\d+) ended while it waited for keys", log)
+    # The abandoned request ended while waiting; the later one (which may also have waited,
+    # on a worker whose VM had not seen the keys yet) was answered instead.
+    assert len(ended) == 1 and ended[0] in waited, (waited, ended, filter_log(env, "keys"))
+    bad = [ln for ln in log.splitlines() if any(m in ln for m in VM_FAILURE_LOG)]
+    assert not bad, "VM failure in Envoy's log:\n" + "\n".join(bad[:20])
+
+
 # --- 7. down at start, then up ---------------------------------------------------------------
 
 def test_jwks_down_at_start_then_up_without_restart(gateway, jwks_servers):

@@ -1,7 +1,9 @@
 //! A proxy-wasm HTTP filter that does nothing: every callback keeps the SDK's default
 //! (Continue), and on_http_request_headers says so explicitly. Envoy still creates a context
-//! per stream and calls into the VM for each callback the SDK exports, which is the floor any
-//! proxy-wasm filter pays per request. Built and loaded by scripts/bench.sh ("noop_wasm").
+//! per stream and calls into the VM for each callback the module exports: scripts/bench.sh
+//! trims its exports to the filter's (scripts/wasm-exports.py), so this is the floor any
+//! proxy-wasm filter that handles request headers pays per request. Built and loaded by
+//! scripts/bench.sh ("noop_wasm").
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
