@@ -614,7 +614,10 @@ class Bench:
         r = fn()
         if not env.alive():
             raise RuntimeError(f"Envoy died during {what}:\n{tail(env.log_path)}")
-        cpu1, rss1, s1 = env.cpu_seconds(), env.rss_mib(), env.stats()
+        cpu1, rss1 = env.cpu_seconds(), env.rss_mib()
+        if env.kind == "filter":
+            time.sleep(0.7)  # the filter reports allowed requests at its tick (0.5 s)
+        s1 = env.stats()
         d = {k: s1.get(k, 0) - s0.get(k, 0) for k in set(s0) | set(s1)}
         cpu = cpu1 - cpu0
         active = r["requests"] / r["rps"] if r["rps"] else 0.0  # the load generator's run time

@@ -3,6 +3,8 @@
 //!
 //! Pure: no host calls. The filter module gathers the inputs and applies the verdict.
 
+use std::rc::Rc;
+
 use serde_json::Value;
 
 use crate::claims::render;
@@ -45,7 +47,8 @@ impl KeyWait {
 pub enum Verdict {
     /// No token presented and none required: pass, with no claim headers.
     PassWithoutToken,
-    Allow(Grant),
+    /// Shared: a cached token's grant is rendered once and then handed to every request.
+    Allow(Rc<Grant>),
     Deny(Rejection),
     /// Pause the request and decide again once these rules' keys have been (re)fetched.
     AwaitKeys(Vec<KeyWait>),
@@ -147,7 +150,7 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str)
     // First the cache, then structure and issuer of the rest: they need no keys, and any
     // invalid token refuses the request (as Envoy does with several tokens).
     let mut fresh: Vec<(&FoundToken<'_>, DecodedToken<'_>, usize)> = Vec::new();
-    let mut accepted: Vec<Accepted<'_>> = Vec::with_capacity(found.len());
+    let mut accepted: Vec<Accepted<'_>> = Vec::new();
     for presented in found {
         let hit = cache.get(&presented.token, generation).filter(|hit| {
             config
@@ -156,6 +159,12 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str)
                 .is_some_and(|rule| rule.locations.contains(&presented.location) && clock.admits(hit, rule.clock_skew))
         });
         if let Some(hit) = hit {
+            // The common request: one token, seen before, where it was seen then.
+            if let (1, Some((location, grant))) = (found.len(), &hit.grant_alone) {
+                if *location == presented.location {
+                    return Verdict::Allow(Rc::clone(grant)).into();
+                }
+            }
             accepted.push(Accepted { presented, claims: &hit.claims, payload_b64: &hit.payload_b64, rule: hit.rule });
             continue;
         }
@@ -210,7 +219,7 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str)
     if accepted.len() > 1 {
         accepted.sort_by_key(|a| a.presented.location);
     }
-    let verdict = Verdict::Allow(grant(config, &accepted, path));
+    let verdict = Verdict::Allow(Rc::new(grant(config, &accepted, path)));
     drop(accepted);
 
     let newly_verified = fresh
@@ -218,6 +227,14 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str)
         .zip(generations)
         .map(|((presented, token, rule), generation)| {
             let time = |name: &str| token.claims.get(name).and_then(Value::as_u64);
+            let grant_alone = match config.locations.get(presented.location) {
+                Some(TokenLocation::Param(_)) | None => None,
+                Some(_) => {
+                    let alone =
+                        Accepted { presented, claims: &token.claims, payload_b64: token.payload_b64, rule };
+                    Some((presented.location, Rc::new(grant(config, &[alone], path))))
+                }
+            };
             let cached = CachedToken {
                 rule,
                 generation,
@@ -225,6 +242,7 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str)
                 nbf: time("nbf"),
                 payload_b64: token.payload_b64.to_string(),
                 claims: token.claims,
+                grant_alone,
             };
             (presented.token.to_string(), cached)
         })
@@ -354,11 +372,11 @@ mod tests {
         let verdict = run(&config, &[("authorization", &bearer(GROUPS_SCOPE_JWT))], "/headers");
         assert_eq!(
             verdict,
-            Verdict::Allow(Grant {
+            Verdict::Allow(Rc::new(Grant {
                 set_headers: vec![("x-jwt-claim.groups".into(), "group1,group2".into())],
                 remove_headers: vec!["authorization".into()],
                 new_path: None,
-            })
+            }))
         );
     }
 
@@ -488,6 +506,37 @@ mod tests {
         assert_eq!(auth(&config, &found, &rotated, &cache, "/", NOW).newly_verified.len(), 1);
         let later = NOW + 10 + 61;
         assert_eq!(auth(&config, &found, &same_keys, &cache, "/", later).verdict, Verdict::Deny(Rejection::Expired));
+    }
+
+    #[test]
+    fn a_cached_grant_is_the_grant_a_fresh_verification_gives() {
+        let config = config_with(json!({"outputPayloadToHeader": "x-payload"}), json!({}));
+        let keys = inline_keys(&config);
+        let token = mint_with(json!({}));
+        let at = |location: usize| vec![FoundToken { location, token: token.clone().into() }];
+        let fresh = |found: &[FoundToken<'_>], path: &str| auth(&config, found, &keys, &TokenCache::new(0), path, NOW);
+        let mut cache = TokenCache::new(10);
+        let first = auth(&config, &at(0), &keys, &cache, "/", NOW);
+        for (token, verified) in first.newly_verified {
+            assert!(verified.grant_alone.as_ref().is_some_and(|(location, _)| *location == 0));
+            cache.insert(&token, verified);
+        }
+        let Verdict::Allow(shared) = auth(&config, &at(0), &keys, &cache, "/", NOW).verdict else { panic!() };
+        let Verdict::Allow(again) = auth(&config, &at(0), &keys, &cache, "/other", NOW).verdict else { panic!() };
+        assert!(Rc::ptr_eq(&shared, &again), "a hit hands out the grant rendered at verification");
+        assert_eq!(Verdict::Allow(shared), fresh(&at(0), "/").verdict);
+        assert_eq!(again.remove_headers, vec!["authorization".to_string()]);
+        assert!(again.set_headers.iter().any(|(name, _)| name == "x-payload"), "{:?}", again.set_headers);
+        // The same token in the query: its grant depends on the path, so it is built per request.
+        let path = format!("/headers?a=1&access_token={token}");
+        let hit = auth(&config, &at(1), &keys, &cache, &path, NOW);
+        assert!(hit.newly_verified.is_empty(), "served from the cache");
+        assert_eq!(hit.verdict, fresh(&at(1), &path).verdict);
+        let Verdict::Allow(grant) = hit.verdict else { panic!() };
+        assert_eq!(grant.new_path.as_deref(), Some("/headers?a=1"));
+        // Two tokens: the combined grant, not either one's alone.
+        let both = [at(0), at(1)].concat();
+        assert_eq!(auth(&config, &both, &keys, &cache, &path, NOW).verdict, fresh(&both, &path).verdict);
     }
 
     #[test]

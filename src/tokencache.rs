@@ -21,7 +21,11 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::Duration;
 
+use std::rc::Rc;
+
 use serde_json::Value;
+
+use crate::authn::Grant;
 
 /// What a verified token left behind: enough to write its headers again.
 #[derive(Debug)]
@@ -33,6 +37,10 @@ pub struct CachedToken {
     pub payload_b64: String,
     pub exp: Option<u64>,
     pub nbf: Option<u64>,
+    /// What the token earns when it is a request's only token, presented at this location
+    /// (an index into the configuration's locations): rendered once, when it was verified.
+    /// None where the grant depends on the request (a query parameter is cut from its path).
+    pub grant_alone: Option<(usize, Rc<Grant>)>,
 }
 
 impl CachedToken {
@@ -187,7 +195,15 @@ mod tests {
     use serde_json::json;
 
     fn cached(generation: u64, exp: Option<u64>) -> CachedToken {
-        CachedToken { rule: 0, generation, claims: json!({}), payload_b64: String::new(), exp, nbf: None }
+        CachedToken {
+            rule: 0,
+            generation,
+            claims: json!({}),
+            payload_b64: String::new(),
+            exp,
+            nbf: None,
+            grant_alone: None,
+        }
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! The filter's counters in Envoy's stats.
 
+use std::cell::Cell;
+
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
 use crate::verify::Rejection;
+
+/// How many allowed requests a VM counts before it reports them without waiting for its tick.
+const ALLOWED_REPORT_EVERY: u32 = 100;
 
 /// Counters in Envoy's stats (`wasmcustom.jwt_claims_filter.*`). Defined by name in every
 /// VM; Envoy keeps one counter per name, so the workers' counts add up.
@@ -11,7 +16,12 @@ pub(super) struct Metrics {
     pub(super) fetch_success: Option<u32>,
     pub(super) fetch_failure: Option<u32>,
     pub(super) unknown_kid_refetch: Option<u32>,
-    pub(super) allowed: Option<u32>,
+    allowed: Option<u32>,
+    /// Allowed requests not reported yet. A host call per allowed request costs about 1,100
+    /// instructions, some 1 % of the request in Envoy; they are reported at every tick (0.5 s
+    /// at most) and every [`ALLOWED_REPORT_EVERY`] requests instead. Denials, rare and
+    /// answered by a local reply that costs far more, are counted at once.
+    allowed_unreported: Cell<u32>,
     pub(super) denied: Vec<(Rejection, Option<u32>)>,
 }
 
@@ -24,6 +34,7 @@ impl Metrics {
             fetch_failure: counter("jwks_fetch_failure"),
             unknown_kid_refetch: counter("jwks_unknown_kid_refetch"),
             allowed: counter("requests_allowed"),
+            allowed_unreported: Cell::new(0),
             denied: Rejection::ALL.iter().map(|r| (*r, counter(&format!("requests_denied.{}", r.reason())))).collect(),
         }
     }
@@ -31,6 +42,22 @@ impl Metrics {
     pub(super) fn bump(id: Option<u32>) {
         if let Some(id) = id {
             let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    pub(super) fn allowed(&self) {
+        let unreported = self.allowed_unreported.get() + 1;
+        self.allowed_unreported.set(unreported);
+        if unreported >= ALLOWED_REPORT_EVERY {
+            self.report();
+        }
+    }
+
+    /// Hands the allowed requests counted so far to the host.
+    pub(super) fn report(&self) {
+        let unreported = self.allowed_unreported.replace(0);
+        if let (Some(id), true) = (self.allowed, unreported > 0) {
+            let _ = hostcalls::increment_metric(id, i64::from(unreported));
         }
     }
 

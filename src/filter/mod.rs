@@ -415,7 +415,7 @@ impl Plugin {
                 if let Some(path) = &grant.new_path {
                     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
                 }
-                Metrics::bump(self.metrics.allowed);
+                self.metrics.allowed();
                 Action::Continue
             }
             Verdict::Deny(rejection) => {
@@ -497,6 +497,7 @@ impl Plugin {
     /// Background work: follow the shared records, start due fetches (refresh, retry, a lease
     /// that ran out), then decide the paused requests again.
     fn on_tick(&mut self, root_id: u32) {
+        self.metrics.report();
         let now_ms = self.clock.read();
         for rule in 0..self.remotes.len() {
             if let Some(remote) = self.remote_mut(rule) {

@@ -57,7 +57,9 @@ def readme_metrics() -> set[str]:
 # --- helpers ---------------------------------------------------------------------------------
 
 def filter_stats(env: Envoy) -> dict[str, int]:
-    """The filter's counters from /stats/prometheus, by prometheus name."""
+    """The filter's counters from /stats/prometheus, by prometheus name, once every VM has
+    reported: allowed requests are reported at each tick (0.5 s), not one host call each."""
+    time.sleep(0.7)
     out = {}
     for key, value in env.stats().items():
         name = key.split("{", 1)[0]
