@@ -66,7 +66,7 @@ pub struct Grant {
 #[derive(Debug)]
 pub struct Decision {
     pub verdict: Verdict,
-    pub newly_verified: Vec<(String, CachedToken)>,
+    pub newly_verified: Vec<(Vec<u8>, CachedToken)>,
 }
 
 impl From<Verdict> for Decision {
@@ -149,7 +149,7 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str)
 
     // First the cache, then structure and issuer of the rest: they need no keys, and any
     // invalid token refuses the request (as Envoy does with several tokens).
-    let mut fresh: Vec<(&FoundToken<'_>, DecodedToken<'_>, usize)> = Vec::new();
+    let mut misses: Vec<&FoundToken<'_>> = Vec::new();
     let mut accepted: Vec<Accepted<'_>> = Vec::new();
     for presented in found {
         let hit = cache.get(&presented.token, generation).filter(|hit| {
@@ -166,9 +166,15 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str)
                 }
             }
             accepted.push(Accepted { presented, claims: &hit.claims, payload_b64: &hit.payload_b64, rule: hit.rule });
-            continue;
+        } else {
+            misses.push(presented);
         }
-        let token = match decode(&presented.token, config.max_token_bytes) {
+    }
+    // Only tokens that have to be decoded are read as text.
+    let texts: Vec<_> = misses.iter().map(|presented| presented.text()).collect();
+    let mut fresh: Vec<(&FoundToken<'_>, DecodedToken<'_>, usize)> = Vec::with_capacity(misses.len());
+    for (presented, text) in misses.into_iter().zip(&texts) {
+        let token = match decode(text, config.max_token_bytes) {
             Ok(token) => token,
             Err(rejection) => return Verdict::Deny(rejection).into(),
         };
@@ -244,7 +250,7 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str)
                 claims: token.claims,
                 grant_alone,
             };
-            (presented.token.to_string(), cached)
+            (presented.token.to_vec(), cached)
         })
         .collect();
     Decision { verdict, newly_verified }
@@ -458,10 +464,10 @@ mod tests {
     #[test]
     fn pending_keys_wait_and_unknown_kids_wait_only_when_a_refetch_may_run() {
         let config = config_with(json!({}), json!({}));
-        let found = vec![FoundToken { location: 0, token: GROUPS_SCOPE_JWT.trim().into() }];
+        let found = vec![FoundToken { location: 0, token: GROUPS_SCOPE_JWT.trim().as_bytes().into() }];
         let pending = |_: usize| KeysFor::Pending;
         assert_eq!(decide(&config, &found, &pending), Verdict::AwaitKeys(vec![KeyWait::FirstKeys(0)]));
-        let expired = vec![FoundToken { location: 0, token: mint_with(json!({"exp": NOW - 3600})).into() }];
+        let expired = vec![FoundToken { location: 0, token: mint_with(json!({"exp": NOW - 3600})).into_bytes().into() }];
         assert_eq!(decide(&config, &expired, &pending), Verdict::Deny(Rejection::Expired));
         let unavailable = |_: usize| KeysFor::Unavailable;
         assert_eq!(decide(&config, &found, &unavailable), Verdict::Deny(Rejection::KeysUnavailable));
@@ -469,7 +475,7 @@ mod tests {
         let KeySource::Inline(keys) = &config.rules[0].keys else { panic!() };
         let rotated = vec![FoundToken {
             location: 0,
-            token: with_segment(GROUPS_SCOPE_JWT.trim(), 0, r#"{"alg":"RS256","kid":"new"}"#).into(),
+            token: with_segment(GROUPS_SCOPE_JWT.trim(), 0, r#"{"alg":"RS256","kid":"new"}"#).into_bytes().into(),
         }];
         let may = |_: usize| KeysFor::Ready { keys, generation: 1, may_refetch: true };
         assert_eq!(decide(&config, &rotated, &may), Verdict::AwaitKeys(vec![KeyWait::UnknownKid(0)]));
@@ -481,7 +487,7 @@ mod tests {
     fn verified_tokens_are_cached_until_the_key_set_changes_or_they_expire() {
         let config = config_with(json!({}), json!({}));
         let token = mint_with(json!({"exp": NOW + 10}));
-        let found = vec![FoundToken { location: 0, token: token.clone().into() }];
+        let found = vec![FoundToken { location: 0, token: token.clone().into_bytes().into() }];
         let mut cache = TokenCache::new(10);
         let first = auth(&config, &found, &inline_keys(&config), &cache, "/", NOW);
         assert!(matches!(first.verdict, Verdict::Allow(_)));
@@ -513,7 +519,7 @@ mod tests {
         let config = config_with(json!({"outputPayloadToHeader": "x-payload"}), json!({}));
         let keys = inline_keys(&config);
         let token = mint_with(json!({}));
-        let at = |location: usize| vec![FoundToken { location, token: token.clone().into() }];
+        let at = |location: usize| vec![FoundToken { location, token: token.clone().into_bytes().into() }];
         let fresh = |found: &[FoundToken<'_>], path: &str| auth(&config, found, &keys, &TokenCache::new(0), path, NOW);
         let mut cache = TokenCache::new(10);
         let first = auth(&config, &at(0), &keys, &cache, "/", NOW);
@@ -547,7 +553,7 @@ mod tests {
         let keys = |_: usize| KeysFor::Ready { keys, generation: 0, may_refetch: false };
         let exp = NOW + 3600;
         let token = mint_with(json!({"exp": exp}));
-        let found = vec![FoundToken { location: 0, token: token.clone().into() }];
+        let found = vec![FoundToken { location: 0, token: token.clone().into_bytes().into() }];
         let mut cache = TokenCache::new(10);
         let readings = Cell::new(0);
         let decide_at = |cache: &TokenCache, recent: u64, exact: u64| {

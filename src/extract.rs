@@ -9,23 +9,32 @@ use crate::config::{FilterConfig, TokenLocation};
 use crate::headermap::text;
 
 /// A token as presented, and where; borrowed from the request while it is being decided.
+/// Kept as the request's bytes: a cached token is matched by them, so a repeated token is
+/// never read as text again (checking 700 bytes for UTF-8 was a tenth of a cached request's
+/// work in the VM). A token that has to be decoded becomes text then ([`FoundToken::text`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundToken<'a> {
     /// Index into [`FilterConfig::locations`].
     pub location: usize,
-    pub token: Cow<'a, str>,
+    pub token: Cow<'a, [u8]>,
 }
 
 impl FoundToken<'_> {
-    /// The same token, owning its text (for a request that has to wait).
+    /// The same token, owning its bytes (for a request that has to wait).
     pub fn into_owned(self) -> FoundToken<'static> {
         FoundToken { location: self.location, token: Cow::Owned(self.token.into_owned()) }
+    }
+
+    /// The token as text, for decoding: lossy where it is not UTF-8 (the replacement
+    /// characters then fail to decode: 401, never a panic).
+    pub fn text(&self) -> Cow<'_, str> {
+        text(&self.token)
     }
 }
 
 /// Every token presented at any configured location, in location order. A location that
 /// appears several times (two `Authorization` headers) yields each. Header names and values
-/// may be bytes or text; only the values at token locations are read as text.
+/// may be bytes or text; tokens are taken as bytes, trimmed as `str::trim` would.
 pub fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
     locations: &[TokenLocation],
     headers: &'a [(N, V)],
@@ -33,37 +42,30 @@ pub fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
 ) -> Vec<FoundToken<'a>> {
     let mut found = Vec::new();
     for (index, location) in locations.iter().enumerate() {
-        let mut push = |token: Cow<'a, str>| {
-            let token = match token {
-                Cow::Borrowed(t) => Cow::Borrowed(t.trim()),
-                Cow::Owned(t) => Cow::Owned(t.trim().to_string()),
-            };
+        let mut push = |token: &'a [u8]| {
+            let token = trim_whitespace(token);
             if !token.is_empty() {
-                found.push(FoundToken { location: index, token });
+                found.push(FoundToken { location: index, token: Cow::Borrowed(token) });
             }
         };
         match location {
             TokenLocation::Header { name, prefix } => {
                 for (_, value) in headers.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name.as_bytes())) {
-                    match text(value.as_ref()) {
-                        Cow::Borrowed(value) => after_prefix(value, prefix).map(|t| push(Cow::Borrowed(t))),
-                        Cow::Owned(value) => after_prefix(&value, prefix).map(|t| push(Cow::Owned(t.to_string()))),
-                    };
+                    if let Some(token) = after_prefix(value.as_ref(), prefix) {
+                        push(token);
+                    }
                 }
             }
             TokenLocation::Param(name) => {
                 for (key, value) in query_pairs(path) {
                     if key == name {
-                        push(Cow::Borrowed(value));
+                        push(value.as_bytes());
                     }
                 }
             }
             TokenLocation::Cookie(name) => {
                 for (_, value) in headers.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(b"cookie")) {
-                    match text(value.as_ref()) {
-                        Cow::Borrowed(value) => each_cookie(value, name, |t| push(Cow::Borrowed(t))),
-                        Cow::Owned(value) => each_cookie(&value, name, |t| push(Cow::Owned(t.to_string()))),
-                    }
+                    each_cookie(value.as_ref(), name, &mut push);
                 }
             }
         }
@@ -71,13 +73,33 @@ pub fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
     found
 }
 
+/// `str::trim` on bytes: the same result for text, without reading the token in between.
+fn trim_whitespace(bytes: &[u8]) -> &[u8] {
+    // `char::is_whitespace` on ASCII (which `u8::is_ascii_whitespace` is not: it skips VT).
+    let is_space = |b: &u8| matches!(b, b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' | b' ');
+    let start = bytes.iter().position(|b| !is_space(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !is_space(b)).map_or(start, |last| last + 1);
+    let trimmed = bytes.get(start..end).unwrap_or_default();
+    // A non-ASCII end may be Unicode whitespace: trim that as text. (Not UTF-8: the token
+    // cannot decode whatever its ends are.)
+    if trimmed.first().is_some_and(|b| !b.is_ascii()) || trimmed.last().is_some_and(|b| !b.is_ascii()) {
+        if let Ok(text) = std::str::from_utf8(trimmed) {
+            return text.trim().as_bytes();
+        }
+    }
+    trimmed
+}
+
 /// Calls `found` with the value of each cookie called `name` in a `Cookie` header value.
-fn each_cookie<'v>(value: &'v str, name: &str, mut found: impl FnMut(&'v str)) {
-    for pair in value.split(';') {
-        if let Some((key, value)) = pair.trim().split_once('=') {
-            if key == name {
-                found(value.trim_matches('"'));
-            }
+fn each_cookie<'v>(value: &'v [u8], name: &str, found: &mut impl FnMut(&'v [u8])) {
+    for pair in value.split(|b| *b == b';') {
+        let pair = trim_whitespace(pair);
+        let Some(eq) = pair.iter().position(|b| *b == b'=') else { continue };
+        let (key, value) = (pair.get(..eq).unwrap_or_default(), pair.get(eq + 1..).unwrap_or_default());
+        if key == name.as_bytes() {
+            let start = value.iter().position(|b| *b != b'"').unwrap_or(value.len());
+            let end = value.iter().rposition(|b| *b != b'"').map_or(start, |last| last + 1);
+            found(value.get(start..end).unwrap_or_default());
         }
     }
 }
@@ -86,14 +108,12 @@ fn each_cookie<'v>(value: &'v str, name: &str, mut found: impl FnMut(&'v str)) {
 /// the prefix is looked for anywhere (`Basic x, Bearer t` presents `t`), so a token is never
 /// overlooked where jwt_authn would see (and judge) one. Unlike it, the match ignores ASCII
 /// case: auth schemes are case-insensitive (RFC 9110 §11.1), so `bearer t` is judged too.
-fn after_prefix<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+fn after_prefix<'a>(value: &'a [u8], prefix: &str) -> Option<&'a [u8]> {
+    let prefix = prefix.as_bytes();
     if prefix.is_empty() {
         return Some(value);
     }
-    let at = value
-        .char_indices()
-        .map(|(i, _)| i)
-        .find(|&i| value.get(i..i + prefix.len()).is_some_and(|w| w.eq_ignore_ascii_case(prefix)))?;
+    let at = value.windows(prefix.len()).position(|window| window.eq_ignore_ascii_case(prefix))?;
     value.get(at + prefix.len()..)
 }
 
@@ -142,7 +162,7 @@ mod tests {
     }
 
     fn tokens(found: Vec<FoundToken>) -> Vec<(usize, String)> {
-        found.into_iter().map(|f| (f.location, f.token.into_owned())).collect()
+        found.iter().map(|f| (f.location, f.text().into_owned())).collect()
     }
 
     #[test]
@@ -155,7 +175,20 @@ mod tests {
         ];
         let found = find_tokens(&locations, &h, "/");
         assert_eq!(tokens(found.clone()), vec![(0, "a\u{fffd}b".to_string()), (1, "c.c.c".to_string())]);
-        assert!(matches!(found[1].token, Cow::Borrowed(_)), "valid text stays borrowed");
+        assert!(found.iter().all(|f| matches!(f.token, Cow::Borrowed(_))), "tokens stay borrowed");
+    }
+
+    #[test]
+    fn tokens_are_trimmed_as_str_trim_would() {
+        for raw in ["a.b.c", " \t a.b.c \r\n", "\u{a0}a.b.c\u{3000}", "\x0ba.b.c\x0c", "\u{85}a.b\u{a0}c ", "é.b.c", "", " \u{a0} "] {
+            assert_eq!(trim_whitespace(raw.as_bytes()), raw.trim().as_bytes(), "{raw:?}");
+        }
+        let h = headers(&[("authorization", "Bearer \u{a0}\u{a0}"), ("cookie", "a=1;\u{a0}session=\"c.c.c\" ")]);
+        let locations = vec![
+            TokenLocation::Header { name: "authorization".into(), prefix: "Bearer ".into() },
+            TokenLocation::Cookie("session".into()),
+        ];
+        assert_eq!(tokens(find_tokens(&locations, &h, "/")), vec![(1, "c.c.c".into())], "whitespace only is no token");
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl CachedToken {
 }
 
 struct Entry {
-    token: Box<str>,
+    token: Box<[u8]>,
     verified: CachedToken,
     last_used: Cell<u64>,
 }
@@ -117,12 +117,12 @@ impl TokenCache {
 
     /// The entry for `token` if it was verified by key-set generation `current(rule)`.
     /// Time is the caller's to check (`CachedToken::is_current`), with the rule's skew.
-    pub fn get(&self, token: &str, current: impl Fn(usize) -> Option<u64>) -> Option<&CachedToken> {
+    pub fn get(&self, token: &[u8], current: impl Fn(usize) -> Option<u64>) -> Option<&CachedToken> {
         if self.capacity == 0 {
             return None;
         }
-        let entry = self.entries.get(&token_hash(self.seed, token.as_bytes()))?;
-        if !same_bytes(entry.token.as_bytes(), token.as_bytes())
+        let entry = self.entries.get(&token_hash(self.seed, token))?;
+        if !same_bytes(&entry.token, token)
             || current(entry.verified.rule) != Some(entry.verified.generation)
         {
             return None;
@@ -134,11 +134,11 @@ impl TokenCache {
     }
 
     /// Remembers a verified token, evicting the least recently used entry when full.
-    pub fn insert(&mut self, token: &str, verified: CachedToken) {
+    pub fn insert(&mut self, token: &[u8], verified: CachedToken) {
         if self.capacity == 0 {
             return;
         }
-        let hash = token_hash(self.seed, token.as_bytes());
+        let hash = token_hash(self.seed, token);
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&hash) {
             // A scan per insert: O(capacity), but only on a miss, which already paid for a
             // signature check that costs far more.
@@ -209,24 +209,24 @@ mod tests {
     #[test]
     fn hit_only_for_the_same_bytes_and_key_generation() {
         let mut cache = TokenCache::new(10);
-        cache.insert("a.b.c", cached(1, None));
-        assert!(cache.get("a.b.c", |_| Some(1)).is_some());
-        assert!(cache.get("a.b.d", |_| Some(1)).is_none());
-        assert!(cache.get("a.b.c", |_| Some(2)).is_none(), "a key-set change invalidates");
-        assert!(cache.get("a.b.c", |_| None).is_none());
+        cache.insert(b"a.b.c", cached(1, None));
+        assert!(cache.get(b"a.b.c", |_| Some(1)).is_some());
+        assert!(cache.get(b"a.b.d", |_| Some(1)).is_none());
+        assert!(cache.get(b"a.b.c", |_| Some(2)).is_none(), "a key-set change invalidates");
+        assert!(cache.get(b"a.b.c", |_| None).is_none());
     }
 
     #[test]
     fn bounded_with_least_recently_used_eviction() {
         let mut cache = TokenCache::new(2);
-        cache.insert("one", cached(0, None));
-        cache.insert("two", cached(0, None));
-        assert!(cache.get("one", |_| Some(0)).is_some()); // "two" is now the oldest
-        cache.insert("three", cached(0, None));
+        cache.insert(b"one", cached(0, None));
+        cache.insert(b"two", cached(0, None));
+        assert!(cache.get(b"one", |_| Some(0)).is_some()); // "two" is now the oldest
+        cache.insert(b"three", cached(0, None));
         assert_eq!(cache.len(), 2);
-        assert!(cache.get("two", |_| Some(0)).is_none());
-        assert!(cache.get("one", |_| Some(0)).is_some());
-        assert!(cache.get("three", |_| Some(0)).is_some());
+        assert!(cache.get(b"two", |_| Some(0)).is_none());
+        assert!(cache.get(b"one", |_| Some(0)).is_some());
+        assert!(cache.get(b"three", |_| Some(0)).is_some());
     }
 
     #[test]
@@ -258,21 +258,21 @@ mod tests {
     #[test]
     fn a_hash_collision_is_a_miss_not_a_wrong_answer() {
         let mut cache = TokenCache::new(10);
-        cache.insert("a.b.c", cached(1, None));
+        cache.insert(b"a.b.c", cached(1, None));
         // Force the slot of "a.b.c" to answer for another token, as a collision would.
         let hash = token_hash(cache.seed, b"x.y.z");
         if let Some(entry) = cache.entries.remove(&token_hash(cache.seed, b"a.b.c")) {
             cache.entries.insert(hash, entry);
         }
-        assert!(cache.get("x.y.z", |_| Some(1)).is_none());
+        assert!(cache.get(b"x.y.z", |_| Some(1)).is_none());
     }
 
     #[test]
     fn zero_capacity_disables() {
         let mut cache = TokenCache::new(0);
-        cache.insert("one", cached(0, None));
+        cache.insert(b"one", cached(0, None));
         assert!(cache.is_empty());
-        assert!(cache.get("one", |_| Some(0)).is_none());
+        assert!(cache.get(b"one", |_| Some(0)).is_none());
     }
 
     #[test]

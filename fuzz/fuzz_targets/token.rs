@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     let headers = vec![("authorization".to_string(), format!("Bearer {raw}"))];
     let found = find_tokens(&fixture.config.locations, &headers, "/path?x=1");
     let verdict = authenticate_twice(&fixture.config, &found, "/path?x=1");
-    if verified_for_istio && found.len() == 1 && found.first().is_some_and(|f| f.token == raw) {
+    if verified_for_istio && found.len() == 1 && found.first().is_some_and(|f| f.token.as_ref() == raw.as_bytes()) {
         assert!(matches!(verdict, Verdict::Allow(_)), "verify accepted the token but authenticate says {verdict:?}");
     }
 
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         .split('\n')
         .take(4)
         .enumerate()
-        .map(|(i, token)| FoundToken { location: i % fixture.config.locations.len(), token: token.to_string().into() })
+        .map(|(i, token)| FoundToken { location: i % fixture.config.locations.len(), token: token.as_bytes().into() })
         .collect();
     authenticate_twice(&fixture.config, &several, "/p?access_token=a&token=b&c=d");
 });

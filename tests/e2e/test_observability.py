@@ -56,10 +56,12 @@ def readme_metrics() -> set[str]:
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def filter_stats(env: Envoy) -> dict[str, int]:
-    """The filter's counters from /stats/prometheus, by prometheus name, once every VM has
-    reported: allowed requests are reported at each tick (0.5 s), not one host call each."""
-    time.sleep(0.7)
+def filter_stats(env: Envoy, settle: bool = False) -> dict[str, int]:
+    """The filter's counters from /stats/prometheus, by prometheus name. `settle`: first wait
+    until every VM has reported its allowed requests (at each tick, 0.5 s, rather than one
+    host call each)."""
+    if settle:
+        time.sleep(0.7)
     out = {}
     for key, value in env.stats().items():
         name = key.split("{", 1)[0]
@@ -124,7 +126,7 @@ def observed(launch) -> Observed:
                "claimHeaders": ["x-jwt-claim.groups"]}
         env = launch(cfg, jwks_port=jwks.port, component_log_level="wasm:debug")
         wait_for("the first JWKS fetch", lambda: filter_stats(env).get(PREFIX + "jwks_fetch_success") == 1)
-        obs.stats["audience:start"] = filter_stats(env)
+        obs.stats["audience:start"] = filter_stats(env, settle=True)
 
         good = tokens.mint(valid_claims())
         obs.send(env, "allowed", 200, good)
@@ -148,7 +150,7 @@ def observed(launch) -> Observed:
                                                         valid_claims(), b"\x01" * 64))
         obs.send(env, "audience", 403, tokens.mint(valid_claims(aud="someone-else.example.com")))
         obs.send(env, "audience (none)", 403, tokens.GROUPS_SCOPE_JWT)
-        obs.stats["audience:mix"] = filter_stats(env)
+        obs.stats["audience:mix"] = filter_stats(env, settle=True)
 
         # A JWKS outage met by a token with an unknown kid: one refetch, which fails; the
         # last good keys stay, the token is refused, and the retry after the outage succeeds.
@@ -162,7 +164,7 @@ def observed(launch) -> Observed:
         obs.send(env, "unknown kid (throttled)", 401, tokens.mint(valid_claims(), key="a"))
         obs.send(env, "allowed after the outage", 200, good)
         time.sleep(0.6)  # room for a stray extra fetch to show up in the counts
-        obs.stats["audience:end"] = filter_stats(env)
+        obs.stats["audience:end"] = filter_stats(env, settle=True)
         obs.facts["audience:jwks_hits"] = jwks.hits
         env.stop()
         obs.logs["audience"] = env.log
@@ -184,6 +186,8 @@ def observed(launch) -> Observed:
 
         # Every fetch the failing server answered is one failure: read both until they agree
         # (a fetch may be in flight between the two reads).
+        time.sleep(0.7)  # every VM has reported its allowed requests (at its 0.5 s tick)
+
         def settled() -> bool:
             hits = down.hits
             stats = filter_stats(strict)
@@ -195,7 +199,7 @@ def observed(launch) -> Observed:
         try:
             wait_for("jwks_fetch_failure to equal the failing JWKS server's hits", settled, timeout=5)
         except AssertionError:
-            obs.stats["strict:end"] = filter_stats(strict)
+            obs.stats["strict:end"] = filter_stats(strict, settle=True)
             obs.facts["strict:down_hits"] = down.hits
         strict.stop()
         obs.logs["strict"] = strict.log
