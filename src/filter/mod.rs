@@ -138,12 +138,21 @@ struct Plugin {
     signatures: EnvoySignatures,
     metrics: Metrics,
     clock: HostClock,
+    /// The root context. Fetches are dispatched only in its callbacks: the SDK hands a call's
+    /// response to the context that was running when it was dispatched, and drops it if that
+    /// context is gone, so a fetch started by a request whose client gave up would be lost
+    /// (and every request waiting for those keys with it, until the fetch lease ran out).
+    root_context: u32,
+    /// The context whose callback is running.
+    current_context: u32,
+    /// Rules whose fetch a request started: dispatched at the next tick (20 ms at most).
+    dispatch_at_tick: Vec<usize>,
 }
 
 type SharedPlugin = Rc<RefCell<Plugin>>;
 
 impl Plugin {
-    fn new(config: FilterConfig) -> Plugin {
+    fn new(config: FilterConfig, root_context: u32) -> Plugin {
         let remotes = config
             .rules
             .iter()
@@ -168,6 +177,9 @@ impl Plugin {
             signatures: EnvoySignatures::probe(),
             metrics: Metrics::define(),
             clock: HostClock::new(),
+            root_context,
+            current_context: root_context,
+            dispatch_at_tick: Vec::new(),
         }
     }
 
@@ -262,6 +274,13 @@ impl Plugin {
 
     /// Dispatches the next request of a rule's fetch: the JWKS, or first the discovery document.
     fn dispatch(&mut self, rule_index: usize, now_ms: u64) {
+        if self.current_context != self.root_context {
+            if !self.dispatch_at_tick.contains(&rule_index) {
+                self.dispatch_at_tick.push(rule_index);
+            }
+            let _ = hostcalls::set_tick_period(WAITING_TICK);
+            return;
+        }
         let Some(rule) = self.config.rules.get(rule_index) else { return };
         let KeySource::Remote(remote) = &rule.keys else { return };
         let (uri, cluster, discovery) = match (remote.discovery, self.discovered.get(rule_index).cloned().flatten()) {
@@ -395,7 +414,8 @@ impl Plugin {
     fn set_tick(&self, now_ms: u64) {
         let first_keys_pending =
             self.remotes.iter().flatten().any(|r| r.record.availability(now_ms) == Availability::Pending);
-        let period = if self.waiting.is_empty() && !first_keys_pending { IDLE_TICK } else { WAITING_TICK };
+        let idle = self.waiting.is_empty() && !first_keys_pending && self.dispatch_at_tick.is_empty();
+        let period = if idle { IDLE_TICK } else { WAITING_TICK };
         let _ = hostcalls::set_tick_period(period);
     }
 
@@ -441,6 +461,7 @@ impl Plugin {
 
     /// The request path: strip owned headers, find tokens, decide, apply or pause.
     fn on_request(&mut self, context_id: u32) -> Action {
+        self.current_context = context_id;
         // Borrowed from the host's buffer: the SDK's readers copy every name and value (and
         // its string form panics on a value that is not UTF-8, which any client can send).
         let buffer = request_header_buffer();
@@ -497,8 +518,12 @@ impl Plugin {
     /// Background work: follow the shared records, start due fetches (refresh, retry, a lease
     /// that ran out), then decide the paused requests again.
     fn on_tick(&mut self, root_id: u32) {
+        self.current_context = root_id;
         self.metrics.report();
         let now_ms = self.clock.read();
+        for rule in std::mem::take(&mut self.dispatch_at_tick) {
+            self.dispatch(rule, now_ms);
+        }
         for rule in 0..self.remotes.len() {
             if let Some(remote) = self.remote_mut(rule) {
                 remote.sync();
@@ -532,6 +557,7 @@ impl Context for PluginRoot {
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
         if let Some(plugin) = &self.plugin {
             if let Ok(mut plugin) = plugin.try_borrow_mut() {
+                plugin.current_context = self.context_id;
                 let now = plugin.clock.read();
                 if plugin.on_fetch_response(token_id, body_size, now) {
                     plugin.wake_waiting(now, self.context_id);
@@ -561,7 +587,7 @@ impl RootContext for PluginRoot {
             }
         };
         let needs_fetching = !config.all_keys_inline();
-        let plugin = Rc::new(RefCell::new(Plugin::new(config)));
+        let plugin = Rc::new(RefCell::new(Plugin::new(config, self.context_id)));
         // The first fetch starts on the first tick, not here: a call dispatched during
         // configuration can be lost (the main thread's clusters are not up yet), and a lost
         // call would hold the fetch lease until it runs out. With inline keys only, the tick
@@ -590,23 +616,14 @@ impl RootContext for PluginRoot {
     }
 }
 
-/// One request: hands its headers to the plugin and, if it fetched keys, the response.
+/// One request: hands its headers to the plugin.
 struct RequestContext {
     context_id: u32,
     plugin: SharedPlugin,
 }
 
-impl Context for RequestContext {
-    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        if let Ok(mut plugin) = self.plugin.try_borrow_mut() {
-            let now = plugin.clock.read();
-            if plugin.on_fetch_response(token_id, body_size, now) {
-                plugin.wake_waiting(now, self.context_id);
-            }
-        }
-    }
-
-}
+// Fetches are dispatched as the root context (`Plugin::dispatch`): their responses go there.
+impl Context for RequestContext {}
 
 /// The SDK drops a context when the host deletes it (`proxy_on_delete`), after the stream
 /// ended or its client went away: a request still paused for keys is forgotten then. Done

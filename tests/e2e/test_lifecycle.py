@@ -425,16 +425,21 @@ def test_slow_first_fetch_answers_within_timeout(gateway, jwks_servers):
 def test_a_waiting_request_whose_client_leaves_is_forgotten(launch, jwks_servers):
     """A request paused for keys whose client hangs up is dropped from the waiting list when
     Envoy deletes its stream (the filter does not export `proxy_on_done`; the SDK frees the
-    context on `proxy_on_delete`), and the keys that land later serve the next request."""
+    context on `proxy_on_delete`). The fetch it started is the root context's, so it is not
+    cancelled with the request: once the JWKS answers, the next request passes at once (one
+    worker, so it meets the same VM; a fetch lost with the request would keep it waiting until
+    the fetch lease ran out, 6 s)."""
     srv = jwks_servers(keyset="A")
     srv.hold(max_wait=8)
-    env = launch(config(srv.port, timeout="6s"), jwks_port=srv.port, concurrency=CONCURRENCY)
+    env = launch(config(srv.port, timeout="6s"), jwks_port=srv.port, concurrency=1)
     try:
         with pytest.raises(requests.exceptions.Timeout):
             fetch(env, "/headers", token(), timeout=1)
         srv.release()
-        r, _ = fetch(env, "/headers", token())
+        r, elapsed = fetch(env, "/headers", token())
         assert r.status_code == 200, r.text
+        assert elapsed < 3, f"the next request took {elapsed:.1f}s: the fetch died with the request"
+        assert srv.hits == 1, f"{srv.hits} fetches: the first one was lost"
         assert echoed_headers(r)["x-jwt-claim.groups"] == "group1,group2"
     finally:
         env.stop()  # Envoy flushes its log file on exit
