@@ -225,22 +225,32 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str)
     if accepted.len() > 1 {
         accepted.sort_by_key(|a| a.presented.location);
     }
-    let verdict = Verdict::Allow(Rc::new(grant(config, &accepted, path)));
+    // What each verified token earns alone, for its cache entry. A query parameter's grant
+    // depends on the path, so it is not kept.
+    let grants_alone: Vec<Option<Rc<Grant>>> = fresh
+        .iter()
+        .map(|(presented, token, rule)| match config.locations.get(presented.location) {
+            Some(TokenLocation::Param(_)) | None => None,
+            Some(_) => {
+                let alone = Accepted { presented, claims: &token.claims, payload_b64: token.payload_b64, rule: *rule };
+                Some(Rc::new(grant(config, &[alone], path)))
+            }
+        })
+        .collect();
+    let verdict = match (accepted.len(), grants_alone.as_slice()) {
+        // The request's only token, just verified: its grant is the one just rendered.
+        (1, [Some(grant)]) => Verdict::Allow(Rc::clone(grant)),
+        _ => Verdict::Allow(Rc::new(grant(config, &accepted, path))),
+    };
     drop(accepted);
 
     let newly_verified = fresh
         .into_iter()
         .zip(generations)
-        .map(|((presented, token, rule), generation)| {
+        .zip(grants_alone)
+        .map(|(((presented, token, rule), generation), grant_alone)| {
             let time = |name: &str| token.claims.get(name).and_then(Value::as_u64);
-            let grant_alone = match config.locations.get(presented.location) {
-                Some(TokenLocation::Param(_)) | None => None,
-                Some(_) => {
-                    let alone =
-                        Accepted { presented, claims: &token.claims, payload_b64: token.payload_b64, rule };
-                    Some((presented.location, Rc::new(grant(config, &[alone], path))))
-                }
-            };
+            let grant_alone = grant_alone.map(|grant| (presented.location, grant));
             let cached = CachedToken {
                 rule,
                 generation,
@@ -523,8 +533,10 @@ mod tests {
         let fresh = |found: &[FoundToken<'_>], path: &str| auth(&config, found, &keys, &TokenCache::new(0), path, NOW);
         let mut cache = TokenCache::new(10);
         let first = auth(&config, &at(0), &keys, &cache, "/", NOW);
+        let Verdict::Allow(rendered) = &first.verdict else { panic!() };
         for (token, verified) in first.newly_verified {
-            assert!(verified.grant_alone.as_ref().is_some_and(|(location, _)| *location == 0));
+            let kept = verified.grant_alone.as_ref();
+            assert!(kept.is_some_and(|(location, grant)| *location == 0 && Rc::ptr_eq(grant, rendered)), "{kept:?}");
             cache.insert(&token, verified);
         }
         let Verdict::Allow(shared) = auth(&config, &at(0), &keys, &cache, "/", NOW).verdict else { panic!() };

@@ -76,10 +76,7 @@ pub fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
 /// `str::trim` on bytes: the same result for text, without reading the token in between.
 fn trim_whitespace(bytes: &[u8]) -> &[u8] {
     // `char::is_whitespace` on ASCII (which `u8::is_ascii_whitespace` is not: it skips VT).
-    let is_space = |b: &u8| matches!(b, b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' | b' ');
-    let start = bytes.iter().position(|b| !is_space(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !is_space(b)).map_or(start, |last| last + 1);
-    let trimmed = bytes.get(start..end).unwrap_or_default();
+    let trimmed = trim_bytes(bytes, |b| matches!(b, b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' | b' '));
     // A non-ASCII end may be Unicode whitespace: trim that as text. (Not UTF-8: the token
     // cannot decode whatever its ends are.)
     if trimmed.first().is_some_and(|b| !b.is_ascii()) || trimmed.last().is_some_and(|b| !b.is_ascii()) {
@@ -90,6 +87,13 @@ fn trim_whitespace(bytes: &[u8]) -> &[u8] {
     trimmed
 }
 
+/// `bytes` without the leading and trailing bytes that `trimmed` picks.
+fn trim_bytes(bytes: &[u8], trimmed: impl Fn(u8) -> bool) -> &[u8] {
+    let start = bytes.iter().position(|&b| !trimmed(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|&b| !trimmed(b)).map_or(start, |last| last + 1);
+    bytes.get(start..end).unwrap_or_default()
+}
+
 /// Calls `found` with the value of each cookie called `name` in a `Cookie` header value.
 fn each_cookie<'v>(value: &'v [u8], name: &str, found: &mut impl FnMut(&'v [u8])) {
     for pair in value.split(|b| *b == b';') {
@@ -97,9 +101,7 @@ fn each_cookie<'v>(value: &'v [u8], name: &str, found: &mut impl FnMut(&'v [u8])
         let Some(eq) = pair.iter().position(|b| *b == b'=') else { continue };
         let (key, value) = (pair.get(..eq).unwrap_or_default(), pair.get(eq + 1..).unwrap_or_default());
         if key == name.as_bytes() {
-            let start = value.iter().position(|b| *b != b'"').unwrap_or(value.len());
-            let end = value.iter().rposition(|b| *b != b'"').map_or(start, |last| last + 1);
-            found(value.get(start..end).unwrap_or_default());
+            found(trim_bytes(value, |b| b == b'"'));
         }
     }
 }

@@ -622,7 +622,8 @@ struct RequestContext {
     plugin: SharedPlugin,
 }
 
-// Fetches are dispatched as the root context (`Plugin::dispatch`): their responses go there.
+// Fetches are dispatched only in the root context's callbacks (`Plugin::dispatch`), so their
+// responses go to the root, never here.
 impl Context for RequestContext {}
 
 /// The SDK drops a context when the host deletes it (`proxy_on_delete`), after the stream

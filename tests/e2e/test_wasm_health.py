@@ -1,23 +1,12 @@
-"""After the rest of the suite the seed Envoy is alive and its wasm VM never failed."""
+"""The built module's exports and bodies through it; last (the file sorts last), the seed Envoy
+is alive after the rest of the suite and its wasm VM never failed."""
 from __future__ import annotations
 
 import importlib
 import re
 import sys
 
-from support.envoy import ROOT, WASM
-
-
-def test_seed_envoy_healthy(seed_envoy, groups_token):
-    assert seed_envoy.alive()
-    assert seed_envoy.get("/headers", token=groups_token).status_code == 200
-    log = seed_envoy.log
-    for bad in ("panicked", "Function: proxy_on_", "wasm trap", "Segmentation fault", "Caught Aborted"):
-        assert bad not in log, f"{bad!r} in Envoy log:\n" + "\n".join(
-            line for line in log.splitlines() if bad in line)[:2000]
-    failed = {k: v for k, v in seed_envoy.stats().items()
-              if re.search(r"wasm.*(fail|crash)", k) and v > 0}
-    assert failed == {}, failed
+from support.envoy import GATEWAY_HOST, ROOT, WASM
 
 
 # The proxy-wasm SDK trait methods that the host reaches through an export of the module.
@@ -79,3 +68,33 @@ def test_the_module_exports_exactly_the_callbacks_the_filter_handles():
     assert not unknown, f"map {sorted(unknown)} to their exports in CALLBACK_EXPORTS"
     trimmed = {cb: CALLBACK_EXPORTS[cb] for cb in callbacks if CALLBACK_EXPORTS[cb] not in exported}
     assert not trimmed, f"implemented but not exported (add to KEEP in scripts/wasm-exports.py): {trimmed}"
+
+
+def test_bodies_pass_through_the_trimmed_module(seed_envoy, groups_token):
+    """The module exports no body callbacks: Envoy must stream request and response bodies past
+    it unchanged, and a denial must still stop a request whose body is on its way."""
+    def chunks():  # 1 MiB, chunked, so Envoy sees many body frames
+        for _ in range(64):
+            yield b"x" * 16384
+
+    url = seed_envoy.base_url + "/status/200"
+    ok = seed_envoy.session.post(url, data=chunks(), timeout=15, allow_redirects=False,
+                                 headers={"Host": GATEWAY_HOST, "Authorization": f"Bearer {groups_token}"})
+    assert ok.status_code == 200, ok.text[:200]
+    denied = seed_envoy.session.post(url, data=chunks(), timeout=15, allow_redirects=False,
+                                     headers={"Host": GATEWAY_HOST, "Authorization": "Bearer some.invalid.token"})
+    assert denied.status_code == 401, denied.text[:200]
+    echoed = seed_envoy.get("/headers", token=groups_token)
+    assert echoed.status_code == 200 and echoed.json()["headers"]["X-Jwt-Claim.Groups"] == "group1,group2"
+
+
+def test_seed_envoy_healthy(seed_envoy, groups_token):
+    assert seed_envoy.alive()
+    assert seed_envoy.get("/headers", token=groups_token).status_code == 200
+    log = seed_envoy.log
+    for bad in ("panicked", "Function: proxy_on_", "wasm trap", "Segmentation fault", "Caught Aborted"):
+        assert bad not in log, f"{bad!r} in Envoy log:\n" + "\n".join(
+            line for line in log.splitlines() if bad in line)[:2000]
+    failed = {k: v for k, v in seed_envoy.stats().items()
+              if re.search(r"wasm.*(fail|crash)", k) and v > 0}
+    assert failed == {}, failed
