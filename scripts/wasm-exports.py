@@ -8,20 +8,21 @@ Why trim: the proxy-wasm Rust SDK exports every callback of the ABI (`proxy_on_l
 `proxy_on_response_headers`, `proxy_on_done`, body and trailer callbacks, ...), whether or not
 the filter implements it. The host (proxy-wasm-cpp-host, in Envoy and Istio) enters the VM for
 every exported callback of every stream and skips the ones a module does not export. Each
-entry costs about 2,000 host instructions here (callgrind, `scripts/bench.sh --instructions`),
-and body callbacks come once per chunk. `trim` keeps exactly the callbacks the filter handles
-(KEEP below) and drops the export entries of the rest; the dropped functions stay in the code
-section, unreachable. tests/e2e/test_wasm_health.py checks that every callback the source
-implements is kept.
+entry costs 1,300 to 2,000 host instructions here (callgrind, `scripts/bench.sh
+--instructions`), and body callbacks come once per chunk. `trim` keeps exactly the callbacks
+the filter handles (KEEP below), drops the export entries of the rest (the dropped functions
+stay in the code section, unreachable), and puts the filter's own stream entry points in place
+of the SDK's (RENAME below, see src/filter/streams.rs). tests/e2e/test_wasm_health.py checks
+that every callback the source implements is kept.
 """
 from __future__ import annotations
 
 import sys
 
 # What the filter needs from the ABI: its memory and start-up, the allocator the host writes
-# into, and the callbacks src/filter implements (request headers, a key fetch's response, the
-# tick, root start-up and configuration, context creation and deletion: the SDK frees a
-# context on `proxy_on_delete`, which is also where a paused request is forgotten).
+# into, the root callbacks the SDK dispatches (start-up, configuration, the tick, a key
+# fetch's response), and the two stream callbacks src/filter/streams.rs implements itself.
+# Not `proxy_on_delete`: nothing per stream is kept to free (streams.rs says how roots are).
 KEEP = frozenset({
     "memory",
     "_initialize",
@@ -33,8 +34,14 @@ KEEP = frozenset({
     "proxy_on_tick",
     "proxy_on_http_call_response",
     "proxy_on_request_headers",
-    "proxy_on_delete",
 })
+
+# The filter's own entry points (src/filter/streams.rs) and the ABI names they take over from
+# the SDK's exports of those names.
+RENAME = {
+    "jcf_on_context_create": "proxy_on_context_create",
+    "jcf_on_request_headers": "proxy_on_request_headers",
+}
 
 EXPORT_SECTION = 7
 
@@ -99,16 +106,35 @@ def exports(module: bytes) -> list[str]:
             for name, _ in export_entries(payload)]
 
 
-def trim(module: bytes, keep: frozenset[str] = KEEP) -> bytes:
+def export_entry(name: str, rest: bytes) -> bytes:
+    """An export entry: the name, then `rest` (kind byte and index) as it was."""
+    encoded = name.encode()
+    return leb(len(encoded)) + encoded + rest
+
+
+def trim(module: bytes, keep: frozenset[str] = KEEP, rename: dict[str, str] | None = None) -> bytes:
+    rename = RENAME if rename is None else rename
     out = bytearray(module[:8])
     for section_id, payload in sections(module):
         if section_id == EXPORT_SECTION:
             entries = list(export_entries(payload))
-            missing = keep - {name for name, _ in entries}
+            names = {name for name, _ in entries}
+            absent = set(rename) - names
+            if absent:
+                raise WasmError(f"the module does not export {sorted(absent)} (to rename)")
+            taken_over = set(rename.values())
+            kept = []
+            for name, entry in entries:
+                if name in rename:
+                    # The entry without its name: kind byte and index stay.
+                    length, at = read_leb(entry, 0)
+                    kept.append((rename[name], export_entry(rename[name], entry[at + length:])))
+                elif name in keep and name not in taken_over:
+                    kept.append((name, entry))
+            missing = keep - {name for name, _ in kept}
             if missing:
                 raise WasmError(f"the module does not export {sorted(missing)}")
-            kept = [entry for name, entry in entries if name in keep]
-            payload = leb(len(kept)) + b"".join(kept)
+            payload = leb(len(kept)) + b"".join(entry for _, entry in kept)
         out += bytes([section_id]) + leb(len(payload)) + payload
     return bytes(out)
 

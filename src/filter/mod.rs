@@ -1,12 +1,12 @@
 //! The only module that talks to the proxy-wasm host.
 //!
-//! One [`Plugin`] per VM (one per Envoy worker, plus the main thread's) holds the validated
-//! configuration, a snapshot of each remote rule's shared [`KeyRecord`] with the key set
-//! parsed from it, the verified-token cache, and the requests paused while keys are fetched.
-//! The root context owns it, configures it and drives time (`on_tick`: refreshes, retries,
-//! polling the shared record for paused requests, deadlines); each request's
-//! [`RequestContext`] is a thin shell that hands its headers to the plugin and applies the
-//! verdict.
+//! One [`Plugin`] per configuration of the filter in a VM (one VM per Envoy worker, plus the
+//! main thread's) holds the validated configuration, a snapshot of each remote rule's shared
+//! [`KeyRecord`] with the key set parsed from it, the verified-token cache, and the requests
+//! paused while keys are fetched. The root context (through the SDK) configures it and drives
+//! time (`on_tick`: refreshes, retries, polling the shared record for paused requests,
+//! deadlines). Requests enter through [`streams`], which finds the plugin of the request's
+//! root and hands it the request: no per-stream context is kept.
 //!
 //! Host calls go through `hostcalls` on the *effective* context, so the same code serves a
 //! request in its own callback and a paused request resumed later (after
@@ -16,6 +16,7 @@ mod host_signatures;
 mod metrics;
 mod request_headers;
 mod shared_keys;
+mod streams;
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -24,8 +25,8 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::traits::{Context, RootContext};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::authn::{
     authenticate, challenge, realm, Context as Request, Decision, KeyWait, KeysFor, RequestTime, Verdict,
@@ -53,7 +54,7 @@ const WAITING_TICK: Duration = Duration::from_millis(20);
 proxy_wasm::main! {{
     // Host calls are not allowed here; on_vm_start takes Envoy's log level.
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|context_id| Box::new(PluginRoot { context_id, plugin: None }));
+    proxy_wasm::set_root_context(|context_id| Box::new(PluginRoot { context_id }));
 }}
 
 fn now_ms() -> u64 {
@@ -401,7 +402,9 @@ impl Plugin {
                 verdict = Verdict::Deny(Rejection::KeysUnavailable);
             }
             if hostcalls::set_effective_context(request.context_id).is_err() {
-                continue; // the request is gone (client went away)
+                // The host deleted the stream: its client went away while it waited.
+                log::debug!("request {} ended while it waited for keys", request.context_id);
+                continue;
             }
             if let Action::Continue = self.apply(verdict, &request.realm) {
                 let _ = hostcalls::resume_http_request();
@@ -547,15 +550,15 @@ fn jwks_cluster_for(remote: &RemoteJwks, jwks_uri: &HttpUri) -> String {
     }
 }
 
-/// Root context: configuration, the tick, and fetches it dispatched itself.
+/// Root context: configuration, the tick, and fetches it dispatched itself. Its plugin is
+/// kept in [`streams`]' registry, where the request path finds it.
 struct PluginRoot {
     context_id: u32,
-    plugin: Option<SharedPlugin>,
 }
 
 impl Context for PluginRoot {
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        if let Some(plugin) = &self.plugin {
+        if let Some(plugin) = streams::plugin_of_root(self.context_id) {
             if let Ok(mut plugin) = plugin.try_borrow_mut() {
                 plugin.current_context = self.context_id;
                 let now = plugin.clock.read();
@@ -593,64 +596,17 @@ impl RootContext for PluginRoot {
         // call would hold the fetch lease until it runs out. With inline keys only, the tick
         // still keeps the clock's recent reading fresh.
         let _ = hostcalls::set_tick_period(if needs_fetching { WAITING_TICK } else { IDLE_TICK });
-        log::info!("jwt-claims-filter configured");
-        self.plugin = Some(plugin);
+        log::info!("jwt-claims-filter configured (root context {})", self.context_id);
+        streams::set_plugin(self.context_id, plugin);
         true
     }
 
     fn on_tick(&mut self) {
-        if let Some(plugin) = &self.plugin {
+        if let Some(plugin) = streams::plugin_of_root(self.context_id) {
             if let Ok(mut plugin) = plugin.try_borrow_mut() {
                 plugin.on_tick(self.context_id);
             }
         }
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let plugin = self.plugin.clone()?;
-        Some(Box::new(RequestContext { context_id, plugin }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-}
-
-/// One request: hands its headers to the plugin.
-struct RequestContext {
-    context_id: u32,
-    plugin: SharedPlugin,
-}
-
-// Fetches are dispatched only in the root context's callbacks (`Plugin::dispatch`), so their
-// responses go to the root, never here.
-impl Context for RequestContext {}
-
-/// The SDK drops a context when the host deletes it (`proxy_on_delete`), after the stream
-/// ended or its client went away: a request still paused for keys is forgotten then. Done
-/// here rather than in `on_done`, whose export the build removes (one VM entry fewer per
-/// request, see scripts/wasm-exports.py).
-impl Drop for RequestContext {
-    fn drop(&mut self) {
-        if let Ok(mut plugin) = self.plugin.try_borrow_mut() {
-            let waiting = plugin.waiting.len();
-            plugin.waiting.retain(|w| w.context_id != self.context_id);
-            if plugin.waiting.len() < waiting {
-                log::debug!("request {} ended while it waited for keys", self.context_id);
-            }
-        }
-    }
-}
-
-impl HttpContext for RequestContext {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        match self.plugin.try_borrow_mut() {
-            Ok(mut plugin) => plugin.on_request(self.context_id),
-            Err(_) => {
-                // Cannot happen (one thread, no re-entry); fail closed if it ever does.
-                let _ = hostcalls::send_http_response(500, vec![], Some(b"jwt filter busy\n"));
-                Action::Pause
-            }
-        }
+        streams::forget_gone_roots(self.context_id);
     }
 }

@@ -311,7 +311,8 @@ def test_vm_start_names_the_version(observed):
     for name, log in observed.logs.items():
         lines = filter_lines(log)
         assert ("info", f"jwt-claims-filter {VERSION} starting") in lines, (name, lines[:10])
-        assert ("info", "jwt-claims-filter configured") in lines, name
+        assert any(level == "info" and re.fullmatch(r"jwt-claims-filter configured \(root context \d+\)", text)
+                   for level, text in lines), name
 
 
 def test_rs_and_es_signatures_go_to_envoys_boringssl(observed):

@@ -55,15 +55,23 @@ def implemented_callbacks(source: str) -> set[str]:
 
 def test_the_module_exports_exactly_the_callbacks_the_filter_handles():
     """scripts/build.sh trims the SDK's exports to KEEP (the host skips a callback the module
-    does not export, and each VM entry costs per stream); a callback the source implements
-    but the build trimmed would silently never run."""
+    does not export, and each VM entry costs per stream) and puts the filter's own stream
+    entry points in place of the SDK's (RENAME); a callback the source implements but the
+    build trimmed would silently never run."""
     sys.path.insert(0, str(ROOT / "scripts"))
     wasm_exports = importlib.import_module("wasm-exports")
-    exported = set(wasm_exports.exports(WASM.read_bytes()))
+    exported = wasm_exports.exports(WASM.read_bytes())
+    assert len(exported) == len(set(exported)), exported
+    exported = set(exported)
     assert exported == set(wasm_exports.KEEP), sorted(exported ^ set(wasm_exports.KEEP))
     source = "\n".join(p.read_text() for p in sorted((ROOT / "src").rglob("*.rs")))
+    for own, abi in wasm_exports.RENAME.items():
+        assert re.search(rf'#\[no_mangle\]\s*pub extern "C" fn {own}\(', source), own
+        assert abi in exported and own not in exported, (own, abi)
     callbacks = implemented_callbacks(source)
-    assert {"on_http_request_headers", "on_http_call_response", "on_tick"} <= callbacks, callbacks
+    assert {"on_http_call_response", "on_tick", "on_configure"} <= callbacks, callbacks
+    # Streams enter through src/filter/streams.rs only: an SDK stream callback would never run.
+    assert not callbacks & {"on_http_request_headers", "on_done", "on_log"}, callbacks
     unknown = callbacks - CALLBACK_EXPORTS.keys()
     assert not unknown, f"map {sorted(unknown)} to their exports in CALLBACK_EXPORTS"
     trimmed = {cb: CALLBACK_EXPORTS[cb] for cb in callbacks if CALLBACK_EXPORTS[cb] not in exported}

@@ -32,3 +32,17 @@ def assert_invalid_token(resp: requests.Response, token: str | None = None) -> N
         for part in token.split("."):
             if len(part) >= 16:
                 assert part not in resp.text, "the 401 body contains part of the token"
+
+
+# Envoy or proxy-wasm lines that mean a VM failed (a Rust panic aborts the VM; a trap or an
+# exception escapes a proxy_on_* callback; a plugin or VM cannot load).
+VM_FAILURE_LOG = ("panicked", "Uncaught", "Function: proxy_on_", "Wasm VM failed",
+                  "Plugin configured to fail closed", "failed to load", "Failed to load Wasm",
+                  "Failed to initialize Wasm", "wasm trap", "RuntimeError", "Segmentation fault",
+                  "Caught Aborted", "[critical]", "][error][wasm]")
+
+
+def assert_no_vm_failure(log: str) -> None:
+    """No line of Envoy's log (read after it stopped: it flushes on exit) says a VM failed."""
+    bad = [ln for ln in log.splitlines() if any(m in ln for m in VM_FAILURE_LOG)]
+    assert not bad, "VM failure in Envoy's log:\n" + "\n".join(bad[:20])

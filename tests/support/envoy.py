@@ -255,13 +255,14 @@ def start_envoy(filter_config: dict | str, *, jwks_port: int, httpbin_port: int,
                 extra_clusters: dict[str, int] | None = None,
                 rewrite: Callable[[dict], None] | None = None,
                 wait_ready: bool = True, timeout: float = 60,
-                config_path: Path | None = None) -> Envoy:
+                config_path: Path | None = None, extra_args: list[str] | None = None) -> Envoy:
     """Starts Envoy with `filter_config` and waits until admin /ready says LIVE and the
     listener accepts connections. Raises HarnessError with the log tail if it does not.
     `rewrite` may change the rendered configuration in place before Envoy reads it (e.g. to
     swap the wasm filter for Envoy's own jwt_authn, see test_differential.py).
     With wait_ready=False it returns at once (for tests of start-up failures).
-    `config_path` replaces envoy.yaml as the file the configuration is derived from."""
+    `config_path` replaces envoy.yaml as the file the configuration is derived from.
+    `extra_args` are appended to Envoy's command line (e.g. `--drain-time-s 1`)."""
     if not Path(wasm).is_file():
         raise HarnessError(f"the filter is not built: {wasm} is missing (run scripts/build.sh)")
     if not ENVOY_BIN.exists():
@@ -282,6 +283,7 @@ def start_envoy(filter_config: dict | str, *, jwks_port: int, httpbin_port: int,
            "--use-dynamic-base-id", "-l", log_level, "--log-path", str(log_path)]
     if component_log_level:
         cmd += ["--component-log-level", component_log_level]
+    cmd += list(extra_args or [])
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
