@@ -3,9 +3,10 @@
 //! The SDK gives every stream a boxed context: created when the host calls
 //! `proxy_on_context_create`, looked up on each callback, freed on `proxy_on_delete`. This
 //! filter keeps nothing per stream (a paused request lives in its plugin's waiting list), and
-//! each of those calls is an entry into the VM that the host pays for on every request:
-//! about 1,300 host instructions for the create and 1,500 for the delete, a tenth of the
-//! filter's whole cost on a cached token (callgrind, `scripts/bench.sh --instructions`).
+//! every call is an entry into the VM that the host pays for on every request: about 1,500
+//! host instructions for the delete alone, and 2,300 with the SDK's bookkeeping (callgrind,
+//! `scripts/bench.sh --instructions`); in CPU time the host's calls into V8 cost more than
+//! their instructions suggest (3.6 µs per request in an A/B, README "Performance").
 //!
 //! So the module handles streams itself. `jcf_on_context_create` and
 //! `jcf_on_request_headers` are exported and renamed into place by scripts/wasm-exports.py
