@@ -429,6 +429,9 @@ def test_a_waiting_request_whose_client_leaves_is_forgotten(launch, jwks_servers
     try:
         with pytest.raises(requests.exceptions.Timeout):
             fetch(env, "/headers", token(), timeout=1)
+        # Let Envoy see the client's close and delete the stream before the keys arrive (else
+        # the keys could win the race and the request be answered to nobody).
+        time.sleep(0.5)
         srv.release()
         r, elapsed = fetch(env, "/headers", token())
         assert r.status_code == 200, r.text
