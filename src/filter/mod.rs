@@ -218,6 +218,14 @@ impl Plugin {
     /// dispatch failed, the refetch is throttled) is decided again, which then answers.
     fn resolve(&mut self, found: &[FoundToken<'_>], path: &str, recent_ms: u64) -> Decision {
         let mut decision = self.decide(found, path, recent_ms);
+        if matches!(decision.verdict, Verdict::Deny(Rejection::KeysUnavailable)) {
+            // This VM re-reads the shared records at its tick (0.5 s when idle); another
+            // worker may have loaded keys since. Look again before answering 401.
+            for remote in self.remotes.iter_mut().flatten() {
+                remote.sync();
+            }
+            decision = self.decide(found, path, recent_ms);
+        }
         // Fetch leases and retries want the exact time; only a wait gets this far.
         let now_ms = if matches!(decision.verdict, Verdict::AwaitKeys(_)) { self.clock.read() } else { recent_ms };
         for attempt in 0..3 {
@@ -409,8 +417,11 @@ impl Plugin {
             if let Action::Continue = self.apply(verdict, &request.realm) {
                 let _ = hostcalls::resume_http_request();
             }
+            // Back to the running callback's context before the next request is decided: a
+            // fetch that decision starts belongs to the effective context, and the host
+            // cancels it when that context goes (a stream's, once its response is sent).
+            let _ = hostcalls::set_effective_context(current);
         }
-        let _ = hostcalls::set_effective_context(current);
     }
 
     /// Poll fast while requests wait or first keys are on their way, slowly otherwise.

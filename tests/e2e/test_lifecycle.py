@@ -449,6 +449,41 @@ def test_a_waiting_request_whose_client_leaves_is_forgotten(launch, jwks_servers
     assert_no_vm_failure(log)
 
 
+def test_a_fetch_started_while_waking_requests_outlives_the_request_answered_before_it(launch, jwks_servers):
+    """Two requests wait for the first keys: one signed with key a, then one with key b. The
+    first fetch answers with key a only; by then the issuer also publishes b. Waking them, the
+    first is answered, the second names an unknown kid and starts a refetch, held until the
+    first request's stream is over. The refetch is dispatched with the root context effective
+    again (not the stream woken just before it, whose calls the host may cancel with it), and
+    the second request passes as soon as it answers."""
+    srv = jwks_servers(keyset="A")
+    srv.hold(max_wait=8)
+    env = launch(config(srv.port, timeout="6s", jwksMinRefetchInterval="0s"), jwks_port=srv.port,
+                 concurrency=1)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(fetch, env, "/headers", token("a"))
+            deadline = time.monotonic() + 5
+            while srv.hits < 1 and time.monotonic() < deadline:  # the first fetch is held
+                time.sleep(0.05)
+            time.sleep(0.3)  # the first request is waiting
+            second = pool.submit(fetch, env, "/headers", token("b"))
+            time.sleep(0.5)  # so is the second, behind it
+            srv.set_keyset("AB")  # for the refetch; the held fetch answers with A
+            srv.release()
+            srv.hold()  # the refetch waits until the first request's stream is over
+            r1, _ = first.result()
+            time.sleep(0.3)
+            srv.release()
+            r2, elapsed2 = second.result()
+        assert r1.status_code == 200, r1.text
+        assert r2.status_code == 200 and elapsed2 < 4, (r2.status_code, f"{elapsed2:.1f}s", r2.text)
+        assert srv.hits == 2, srv.hits
+    finally:
+        env.stop()
+    assert_no_vm_failure(env.log)
+
+
 # --- 7. down at start, then up ---------------------------------------------------------------
 
 def test_jwks_down_at_start_then_up_without_restart(gateway, jwks_servers):
