@@ -477,7 +477,8 @@ mod tests {
         let found = vec![FoundToken { location: 0, token: GROUPS_SCOPE_JWT.trim().as_bytes().into() }];
         let pending = |_: usize| KeysFor::Pending;
         assert_eq!(decide(&config, &found, &pending), Verdict::AwaitKeys(vec![KeyWait::FirstKeys(0)]));
-        let expired = vec![FoundToken { location: 0, token: mint_with(json!({"exp": NOW - 3600})).into_bytes().into() }];
+        let expired =
+            vec![FoundToken { location: 0, token: mint_with(json!({"exp": NOW - 3600})).into_bytes().into() }];
         assert_eq!(decide(&config, &expired, &pending), Verdict::Deny(Rejection::Expired));
         let unavailable = |_: usize| KeysFor::Unavailable;
         assert_eq!(decide(&config, &found, &unavailable), Verdict::Deny(Rejection::KeysUnavailable));

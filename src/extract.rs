@@ -182,7 +182,16 @@ mod tests {
 
     #[test]
     fn tokens_are_trimmed_as_str_trim_would() {
-        for raw in ["a.b.c", " \t a.b.c \r\n", "\u{a0}a.b.c\u{3000}", "\x0ba.b.c\x0c", "\u{85}a.b\u{a0}c ", "é.b.c", "", " \u{a0} "] {
+        for raw in [
+            "a.b.c",
+            " \t a.b.c \r\n",
+            "\u{a0}a.b.c\u{3000}",
+            "\x0ba.b.c\x0c",
+            "\u{85}a.b\u{a0}c ",
+            "é.b.c",
+            "",
+            " \u{a0} ",
+        ] {
             assert_eq!(trim_whitespace(raw.as_bytes()), raw.trim().as_bytes(), "{raw:?}");
         }
         let h = headers(&[("authorization", "Bearer \u{a0}\u{a0}"), ("cookie", "a=1;\u{a0}session=\"c.c.c\" ")]);

@@ -122,9 +122,7 @@ impl TokenCache {
             return None;
         }
         let entry = self.entries.get(&token_hash(self.seed, token))?;
-        if !same_bytes(&entry.token, token)
-            || current(entry.verified.rule) != Some(entry.verified.generation)
-        {
+        if !same_bytes(&entry.token, token) || current(entry.verified.rule) != Some(entry.verified.generation) {
             return None;
         }
         let use_count = self.uses.get() + 1;

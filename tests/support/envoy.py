@@ -249,6 +249,9 @@ class Envoy:
         _stop_group(self.proc)
 
 
+_started = 0  # Envoys started by this process
+
+
 def start_envoy(filter_config: dict | str, *, jwks_port: int, httpbin_port: int,
                 concurrency: int = 2, workdir: Path | None = None, log_level: str = "info",
                 component_log_level: str | None = "wasm:debug", wasm: Path = WASM,
@@ -275,10 +278,16 @@ def start_envoy(filter_config: dict | str, *, jwks_port: int, httpbin_port: int,
                         extra_clusters=extra_clusters, config_path=config_path)
     if rewrite is not None:
         rewrite(cfg)
-    cfg_path = workdir / f"envoy-{listener_port}.yaml"
+    # Named by a per-session count as well as the port: a port freed by an Envoy that has
+    # stopped can be handed out again, and Envoy appends to an existing --log-path file, so a
+    # later Envoy's log would start with the earlier one's lines.
+    global _started
+    _started += 1
+    name = f"envoy-{_started}-{listener_port}"
+    cfg_path = workdir / f"{name}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    log_path = workdir / f"envoy-{listener_port}.log"
-    out_path = workdir / f"envoy-{listener_port}.out"
+    log_path = workdir / f"{name}.log"
+    out_path = workdir / f"{name}.out"
     cmd = [str(ENVOY_BIN), "-c", str(cfg_path), "--concurrency", str(concurrency),
            "--use-dynamic-base-id", "-l", log_level, "--log-path", str(log_path)]
     if component_log_level:
