@@ -85,15 +85,12 @@ pub extern "C" fn jcf_on_request_headers(context_id: u32, _num_headers: u32, _en
 /// (no host does that today), a VM with one configuration still has one answer.
 fn plugin_of_stream(context_id: u32) -> Option<SharedPlugin> {
     let (created, root) = LAST_CREATED.with(Cell::get);
-    PLUGINS.with(|plugins| {
-        let plugins = plugins.try_borrow().ok()?;
-        if created == context_id {
-            plugins.iter().find(|(id, _)| *id == root).map(|(_, plugin)| plugin.clone())
-        } else if let [(_, only)] = plugins.as_slice() {
-            Some(only.clone())
-        } else {
-            None
-        }
+    if created == context_id {
+        return plugin_of_root(root);
+    }
+    PLUGINS.with(|plugins| match plugins.try_borrow().ok()?.as_slice() {
+        [(_, only)] => Some(only.clone()),
+        _ => None,
     })
 }
 
@@ -122,7 +119,7 @@ pub(super) fn forget_gone_roots(current: u32) {
     PLUGINS.with(|plugins| {
         let Ok(mut plugins) = plugins.try_borrow_mut() else { return };
         if plugins.len() < 2 {
-            return;
+            return; // one configuration (the usual case): nothing to ask the host
         }
         plugins.retain(|(id, _)| {
             let alive = *id == current || hostcalls::set_effective_context(*id).is_ok();
@@ -131,6 +128,6 @@ pub(super) fn forget_gone_roots(current: u32) {
             }
             alive
         });
+        let _ = hostcalls::set_effective_context(current);
     });
-    let _ = hostcalls::set_effective_context(current);
 }
