@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use jwt_claims_filter::authn::{authenticate, Context, KeysFor, RequestTime};
 use jwt_claims_filter::config::{FilterConfig, KeySource};
-use jwt_claims_filter::extract::{find_tokens, is_owned_header};
+use jwt_claims_filter::extract::{find_tokens_in, is_owned_header};
 use jwt_claims_filter::headermap::parse_pairs;
 use jwt_claims_filter::tokencache::TokenCache;
 use jwt_claims_filter::verify::BuiltinOnly;
@@ -63,8 +63,8 @@ fn main() {
         for _ in 0..rounds.max(1) {
             let buffer = wire.clone(); // the host allocates a fresh one per request
             let headers = parse_pairs(&buffer).unwrap_or_default();
-            let owned = headers.iter().filter(|(name, _)| is_owned_header(&config, name)).count();
-            let found = find_tokens(&config.locations, &headers, "/headers");
+            let owned = headers.clone().filter(|(name, _)| is_owned_header(&config, name)).count();
+            let found = find_tokens_in(&config.locations, headers, "/headers");
             let ctx = Context {
                 config: &config,
                 keys: &keys_for,

@@ -20,15 +20,16 @@ from __future__ import annotations
 import sys
 
 # What the filter needs from the ABI: its memory and start-up, the allocator the host writes
-# into, the root callbacks the SDK dispatches (start-up, configuration, the tick, a key
-# fetch's response), and the two stream callbacks src/filter/streams.rs implements itself.
-# Not `proxy_on_delete`: nothing per stream is kept to free (streams.rs says how roots are).
+# into, the root callbacks (start-up and configuration, which src/filter/streams.rs takes over
+# to create the SDK's root contexts; the tick and a key fetch's response, which the SDK
+# dispatches), and the one stream callback src/filter/streams.rs implements itself.
+# Not `proxy_on_context_create` nor `proxy_on_delete`: nothing per stream is kept (streams.rs
+# says how a stream finds its configuration, and how roots are freed).
 KEEP = frozenset({
     "memory",
     "_initialize",
     "proxy_abi_version_0_2_1",
     "proxy_on_memory_allocate",
-    "proxy_on_context_create",
     "proxy_on_vm_start",
     "proxy_on_configure",
     "proxy_on_tick",
@@ -39,7 +40,8 @@ KEEP = frozenset({
 # The filter's own entry points (src/filter/streams.rs) and the ABI names they take over from
 # the SDK's exports of those names.
 RENAME = {
-    "jcf_on_context_create": "proxy_on_context_create",
+    "jcf_on_vm_start": "proxy_on_vm_start",
+    "jcf_on_configure": "proxy_on_configure",
     "jcf_on_request_headers": "proxy_on_request_headers",
 }
 

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use crate::claims::is_claim_header_family;
 use crate::config::{FilterConfig, TokenLocation};
-use crate::headermap::text;
+use crate::headermap::{text, Header};
 
 /// A token as presented, and where; borrowed from the request while it is being decided.
 /// Kept as the request's bytes: a cached token is matched by them, so a repeated token is
@@ -32,6 +32,47 @@ impl FoundToken<'_> {
     }
 }
 
+/// The tokens a request presents. Nearly every request presents one, kept in place: a
+/// cached request allocates nothing else in the VM ([`crate::headermap::HeaderList`]).
+#[derive(Debug, Clone)]
+pub enum FoundTokens<'a> {
+    One([FoundToken<'a>; 1]),
+    /// None (an empty Vec does not allocate), or more than one.
+    Other(Vec<FoundToken<'a>>),
+}
+
+impl<'a> FoundTokens<'a> {
+    fn push(&mut self, token: FoundToken<'a>) {
+        match self {
+            FoundTokens::Other(tokens) if !tokens.is_empty() => tokens.push(token),
+            FoundTokens::Other(_) => *self = FoundTokens::One([token]),
+            FoundTokens::One(_) => {
+                if let FoundTokens::One([first]) = std::mem::replace(self, FoundTokens::Other(Vec::new())) {
+                    *self = FoundTokens::Other(vec![first, token]);
+                }
+            }
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<FoundToken<'a>> {
+        match self {
+            FoundTokens::One(one) => one.into(),
+            FoundTokens::Other(tokens) => tokens,
+        }
+    }
+}
+
+impl<'a> std::ops::Deref for FoundTokens<'a> {
+    type Target = [FoundToken<'a>];
+
+    fn deref(&self) -> &[FoundToken<'a>] {
+        match self {
+            FoundTokens::One(one) => one,
+            FoundTokens::Other(tokens) => tokens,
+        }
+    }
+}
+
 /// Every token presented at any configured location, in location order. A location that
 /// appears several times (two `Authorization` headers) yields each. Header names and values
 /// may be bytes or text; tokens are taken as bytes, trimmed as `str::trim` would.
@@ -39,8 +80,18 @@ pub fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
     locations: &[TokenLocation],
     headers: &'a [(N, V)],
     path: &'a str,
-) -> Vec<FoundToken<'a>> {
-    let mut found = Vec::new();
+) -> FoundTokens<'a> {
+    find_tokens_in(locations, headers.iter().map(|(name, value)| (name.as_ref(), value.as_ref())), path)
+}
+
+/// [`find_tokens`] over headers walked in place (the host's buffer, [`crate::headermap::Pairs`]):
+/// each header location walks them once.
+pub fn find_tokens_in<'a>(
+    locations: &[TokenLocation],
+    headers: impl Iterator<Item = Header<'a>> + Clone,
+    path: &'a str,
+) -> FoundTokens<'a> {
+    let mut found = FoundTokens::Other(Vec::new());
     for (index, location) in locations.iter().enumerate() {
         let mut push = |token: &'a [u8]| {
             let token = trim_whitespace(token);
@@ -50,8 +101,8 @@ pub fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
         };
         match location {
             TokenLocation::Header { name, prefix } => {
-                for (_, value) in headers.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name.as_bytes())) {
-                    if let Some(token) = after_prefix(value.as_ref(), prefix) {
+                for (_, value) in headers.clone().filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())) {
+                    if let Some(token) = after_prefix(value, prefix) {
                         push(token);
                     }
                 }
@@ -64,8 +115,8 @@ pub fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
                 }
             }
             TokenLocation::Cookie(name) => {
-                for (_, value) in headers.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(b"cookie")) {
-                    each_cookie(value.as_ref(), name, &mut push);
+                for (_, value) in headers.clone().filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie")) {
+                    each_cookie(value, name, &mut push);
                 }
             }
         }
@@ -122,8 +173,9 @@ fn after_prefix<'a>(value: &'a [u8], prefix: &str) -> Option<&'a [u8]> {
 /// The `key=value` pairs of the query part of a request path (no percent-decoding: tokens
 /// are base64url and dots, which need none).
 pub fn query_pairs(path: &str) -> impl Iterator<Item = (&str, &str)> {
-    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
-    let query = query.split_once('#').map(|(q, _)| q).unwrap_or(query);
+    // A byte search: `split_once('?')` sets up a char searcher per request.
+    let query = path.bytes().position(|b| b == b'?').and_then(|at| path.get(at + 1..)).unwrap_or("");
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
     query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
@@ -163,7 +215,7 @@ mod tests {
         ]
     }
 
-    fn tokens(found: Vec<FoundToken>) -> Vec<(usize, String)> {
+    fn tokens(found: FoundTokens) -> Vec<(usize, String)> {
         found.iter().map(|f| (f.location, f.text().into_owned())).collect()
     }
 

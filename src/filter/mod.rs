@@ -32,8 +32,8 @@ use crate::authn::{
     authenticate, challenge, realm, Context as Request, Decision, KeyWait, KeysFor, RequestTime, Verdict,
 };
 use crate::config::{FilterConfig, HttpUri, KeySource, RemoteJwks};
-use crate::extract::{find_tokens, is_owned_header, FoundToken};
-use crate::headermap::{parse_pairs, text};
+use crate::extract::{find_tokens_in, is_owned_header, FoundToken};
+use crate::headermap::{parse_pairs, text, Pairs};
 use crate::jwks::KeySet;
 use crate::keycache::Availability;
 use crate::tokencache::TokenCache;
@@ -481,11 +481,11 @@ impl Plugin {
         let buffer = request_header_buffer();
         let headers = parse_pairs(&buffer).unwrap_or_else(|| {
             log::warn!("request headers from the host do not parse; reading none");
-            Vec::new()
+            Pairs::default()
         });
         // Before anything else: no client-supplied header the filter owns survives.
         let mut stripped: Vec<&[u8]> = Vec::new();
-        for &(name, _) in &headers {
+        for (name, _) in headers.clone() {
             if is_owned_header(&self.config, name) && !stripped.contains(&name) {
                 // Owned names are ASCII; a name that is not UTF-8 is none of them.
                 if let Ok(text) = std::str::from_utf8(name) {
@@ -495,11 +495,11 @@ impl Plugin {
             }
         }
         let header = |name: &str| {
-            headers.iter().find(|(n, _)| *n == name.as_bytes()).map_or(Cow::Borrowed(""), |(_, v)| text(v))
+            headers.clone().find(|(n, _)| *n == name.as_bytes()).map_or(Cow::Borrowed(""), |(_, v)| text(v))
         };
         let path = header(":path");
         let path = path.as_ref();
-        let found = find_tokens(&self.config.locations, &headers, path);
+        let found = find_tokens_in(&self.config.locations, headers.clone(), path);
         if found.is_empty() && !self.config.require_token {
             return Action::Continue;
         }
@@ -516,7 +516,7 @@ impl Plugin {
                 log::debug!("request {context_id} waits for keys");
                 self.waiting.push(WaitingRequest {
                     context_id,
-                    found: found.into_iter().map(FoundToken::into_owned).collect(),
+                    found: found.into_vec().into_iter().map(FoundToken::into_owned).collect(),
                     path: path.to_string(),
                     realm: realm(),
                     deadline_ms: now_ms + u64::try_from(wait_for.as_millis()).unwrap_or(u64::MAX),
@@ -607,8 +607,17 @@ impl RootContext for PluginRoot {
         // call would hold the fetch lease until it runs out. With inline keys only, the tick
         // still keeps the clock's recent reading fresh.
         let _ = hostcalls::set_tick_period(if needs_fetching { WAITING_TICK } else { IDLE_TICK });
-        log::info!("jwt-claims-filter configured (root context {})", self.context_id);
-        streams::set_plugin(self.context_id, plugin);
+        let plugin_name = streams::effective_plugin_name();
+        let shown_name = plugin_name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+        log::info!("jwt-claims-filter configured (root context {}, plugin name '{shown_name}')", self.context_id);
+        if let Some(older) = streams::set_plugin(self.context_id, plugin_name, plugin) {
+            // An update (the older one goes once drained) or two filters sharing a VM under one
+            // name, which then both get this configuration: say so, it is not an error.
+            log::info!(
+                "jwt-claims-filter: root context {} has the same plugin name as root context {older}, and now serves its requests too (filters that share a VM need distinct names)",
+                self.context_id
+            );
+        }
         true
     }
 

@@ -3,28 +3,32 @@
 //! The SDK gives every stream a boxed context: created when the host calls
 //! `proxy_on_context_create`, looked up on each callback, freed on `proxy_on_delete`. This
 //! filter keeps nothing per stream (a paused request lives in its plugin's waiting list), and
-//! every call is an entry into the VM that the host pays for on every request: about 1,500
-//! host instructions for the delete alone, and 2,300 with the SDK's bookkeeping (callgrind,
-//! `scripts/bench.sh --instructions`); in CPU time the host's calls into V8 cost more than
-//! their instructions suggest (3.6 µs per request in an A/B, README "Performance").
+//! every export is an entry into the VM that the host makes for every stream: 1,300 to 1,900
+//! host instructions each (callgrind, `scripts/bench.sh --instructions`), and in CPU time the
+//! host's calls into V8 cost more than their instructions suggest (README "Performance").
 //!
-//! So the module handles streams itself. `jcf_on_context_create` and
-//! `jcf_on_request_headers` are exported and renamed into place by scripts/wasm-exports.py
-//! (the SDK's own exports of those names are dropped), and `proxy_on_delete` is not exported
-//! at all. What that takes:
-//! - A stream's root. The host creates a stream's context right before it calls the request
-//!   headers callback (Envoy's `Context::decodeHeaders` does both, back to back), so the
-//!   last creation names the root of the request whose headers arrive. Several roots share a
-//!   VM when several configurations of the filter use it (two filters in one chain, or the
-//!   old and new configuration during an update), each stream then meets its own.
-//! - Root contexts still go through the SDK, which drives configuration, ticks and fetch
-//!   responses: a root creation is forwarded to the SDK's `proxy_on_context_create`.
+//! So the module exports neither `proxy_on_context_create` nor `proxy_on_delete`: a request
+//! costs the host one entry, `proxy_on_request_headers`. `jcf_on_request_headers`,
+//! `jcf_on_vm_start` and `jcf_on_configure` are exported and renamed into place by
+//! scripts/wasm-exports.py (the SDK's own exports of those names are dropped). What that takes:
+//! - Root contexts. The host starts and configures a root without announcing its creation
+//!   (it skips a callback the module does not export), so the first of those callbacks creates
+//!   the SDK's root context ([`ensure_root`]) and then hands over to the SDK, which drives
+//!   configuration, ticks and fetch responses as before.
+//! - A stream's configuration. With one configuration in the VM (the usual case) it is that
+//!   one. Several configurations share a VM when several filters with the same `vm_config`
+//!   are in use (two in one chain, or the old and the new configuration while a listener or
+//!   filter configuration is updated); then the stream's plugin name (a host property, one
+//!   more host call for such VMs only) picks the newest configuration of that name. Filters
+//!   that share a VM at the same time need distinct names (`config.name`, as Istio gives each
+//!   WasmPlugin); of two with one name, the later configured serves both, which is what an
+//!   update wants.
 //! - Without `proxy_on_delete`, nobody says when a root is gone. Its plugin is freed when
 //!   another root's tick finds the host no longer knows its context id ([`forget_gone_roots`]).
 //!   A paused request whose stream is gone is dropped when it is woken (the host refuses its
 //!   context id) or at its deadline.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Action;
@@ -32,34 +36,66 @@ use proxy_wasm::types::Action;
 use super::SharedPlugin;
 
 extern "C" {
-    /// The SDK's export, called for root contexts only. Defined by the proxy-wasm crate
-    /// (`#[no_mangle]`); the linker resolves it, no import is left in the module.
+    // The SDK's exports (`#[no_mangle]` in the proxy-wasm crate); the linker resolves them,
+    // no import is left in the module.
     #[link_name = "proxy_on_context_create"]
     fn sdk_on_context_create(context_id: u32, root_context_id: u32);
+    #[link_name = "proxy_on_vm_start"]
+    fn sdk_on_vm_start(context_id: u32, vm_configuration_size: usize) -> bool;
+    #[link_name = "proxy_on_configure"]
+    fn sdk_on_configure(context_id: u32, plugin_configuration_size: usize) -> bool;
+}
+
+/// A configured root context of this VM.
+struct ConfiguredRoot {
+    context_id: u32,
+    /// The host's `plugin_name` for it; `None` if the host would not say.
+    plugin_name: Option<Vec<u8>>,
+    plugin: SharedPlugin,
 }
 
 thread_local! {
-    /// Every configured root context of this VM and its plugin.
-    static PLUGINS: RefCell<Vec<(u32, SharedPlugin)>> = const { RefCell::new(Vec::new()) };
-    /// The stream context created last, and its root context.
-    static LAST_CREATED: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    /// Root contexts created in the SDK, configured or not.
+    static SDK_ROOTS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// Every configured root context of this VM, oldest first.
+    static PLUGINS: RefCell<Vec<ConfiguredRoot>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `proxy_on_context_create`, after scripts/wasm-exports.py renames it.
-#[no_mangle]
-pub extern "C" fn jcf_on_context_create(context_id: u32, root_context_id: u32) {
-    if root_context_id == 0 {
+/// Creates the SDK's root context for `root_context_id` the first time the host names it.
+fn ensure_root(root_context_id: u32) {
+    let created = SDK_ROOTS.with(|roots| match roots.try_borrow_mut() {
+        Ok(mut roots) if !roots.contains(&root_context_id) => {
+            roots.push(root_context_id);
+            true
+        }
+        _ => false,
+    });
+    if created {
         // SAFETY: the SDK's own export with the ABI's signature, called as the host would.
-        unsafe { sdk_on_context_create(context_id, 0) };
-    } else {
-        LAST_CREATED.with(|last| last.set((context_id, root_context_id)));
+        unsafe { sdk_on_context_create(root_context_id, 0) };
     }
+}
+
+/// `proxy_on_vm_start`, after scripts/wasm-exports.py renames it.
+#[no_mangle]
+pub extern "C" fn jcf_on_vm_start(root_context_id: u32, vm_configuration_size: usize) -> bool {
+    ensure_root(root_context_id);
+    // SAFETY: as in `ensure_root`.
+    unsafe { sdk_on_vm_start(root_context_id, vm_configuration_size) }
+}
+
+/// `proxy_on_configure`, after scripts/wasm-exports.py renames it.
+#[no_mangle]
+pub extern "C" fn jcf_on_configure(root_context_id: u32, plugin_configuration_size: usize) -> bool {
+    ensure_root(root_context_id);
+    // SAFETY: as in `ensure_root`.
+    unsafe { sdk_on_configure(root_context_id, plugin_configuration_size) }
 }
 
 /// `proxy_on_request_headers`, after scripts/wasm-exports.py renames it.
 #[no_mangle]
 pub extern "C" fn jcf_on_request_headers(context_id: u32, _num_headers: u32, _end_of_stream: u32) -> u32 {
-    let action = match plugin_of_stream(context_id) {
+    let action = match plugin_of_stream() {
         Some(plugin) => match plugin.try_borrow_mut() {
             Ok(mut plugin) => plugin.on_request(context_id),
             Err(_) => {
@@ -81,35 +117,52 @@ pub extern "C" fn jcf_on_request_headers(context_id: u32, _num_headers: u32, _en
     action as u32
 }
 
-/// The plugin of the root that created `context_id`. Should the creation not be the last one
-/// (no host does that today), a VM with one configuration still has one answer.
-fn plugin_of_stream(context_id: u32) -> Option<SharedPlugin> {
-    let (created, root) = LAST_CREATED.with(Cell::get);
-    if created == context_id {
-        return plugin_of_root(root);
-    }
-    PLUGINS.with(|plugins| match plugins.try_borrow().ok()?.as_slice() {
-        [(_, only)] => Some(only.clone()),
+/// The plugin of the stream whose callback is running: the only one, or among several the
+/// newest whose plugin name is the stream's.
+fn plugin_of_stream() -> Option<SharedPlugin> {
+    // One configuration in the VM (the usual case): the stream's, without asking the host.
+    let only = PLUGINS.with(|plugins| match plugins.try_borrow().ok()?.as_slice() {
+        [only] => Some(only.plugin.clone()),
         _ => None,
+    });
+    if only.is_some() {
+        return only;
+    }
+    let name = effective_plugin_name()?;
+    PLUGINS.with(|plugins| {
+        let plugins = plugins.try_borrow().ok()?;
+        plugins.iter().rev().find(|root| root.plugin_name.as_ref() == Some(&name)).map(|root| root.plugin.clone())
     })
+}
+
+/// The host's `plugin_name` for the effective context, root or stream (Envoy: the filter's
+/// `config.name`).
+pub(super) fn effective_plugin_name() -> Option<Vec<u8>> {
+    hostcalls::get_property(vec!["plugin_name"]).ok().flatten()
 }
 
 /// The plugin of a root context, if it is configured.
 pub(super) fn plugin_of_root(root_context_id: u32) -> Option<SharedPlugin> {
     PLUGINS.with(|plugins| {
         let plugins = plugins.try_borrow().ok()?;
-        plugins.iter().find(|(id, _)| *id == root_context_id).map(|(_, plugin)| plugin.clone())
+        plugins.iter().find(|root| root.context_id == root_context_id).map(|root| root.plugin.clone())
     })
 }
 
-/// Registers (or replaces) a root context's plugin.
-pub(super) fn set_plugin(root_context_id: u32, plugin: SharedPlugin) {
+/// Registers (or replaces) a root context's plugin, as the newest; `plugin_name` is the
+/// host's for that root. Says which other configured root has the same name, if one does.
+pub(super) fn set_plugin(root_context_id: u32, plugin_name: Option<Vec<u8>>, plugin: SharedPlugin) -> Option<u32> {
     PLUGINS.with(|plugins| {
-        if let Ok(mut plugins) = plugins.try_borrow_mut() {
-            plugins.retain(|(id, _)| *id != root_context_id);
-            plugins.push((root_context_id, plugin));
-        }
-    });
+        let mut plugins = plugins.try_borrow_mut().ok()?;
+        plugins.retain(|root| root.context_id != root_context_id);
+        let same_name = plugins
+            .iter()
+            .rev()
+            .find(|root| root.plugin_name.is_some() && root.plugin_name == plugin_name)
+            .map(|r| r.context_id);
+        plugins.push(ConfiguredRoot { context_id: root_context_id, plugin_name, plugin });
+        same_name
+    })
 }
 
 /// Frees the plugins of root contexts the host has deleted (a configuration that was
@@ -121,7 +174,8 @@ pub(super) fn forget_gone_roots(current: u32) {
         if plugins.len() < 2 {
             return; // one configuration (the usual case): nothing to ask the host
         }
-        plugins.retain(|(id, _)| {
+        plugins.retain(|root| {
+            let id = &root.context_id;
             let alive = *id == current || hostcalls::set_effective_context(*id).is_ok();
             if !alive {
                 log::info!("jwt-claims-filter: root context {id} is gone (configuration replaced or removed); its state is freed");

@@ -311,7 +311,7 @@ def test_vm_start_names_the_version(observed):
     for name, log in observed.logs.items():
         lines = filter_lines(log)
         assert ("info", f"jwt-claims-filter {VERSION} starting") in lines, (name, lines[:10])
-        assert any(level == "info" and re.fullmatch(r"jwt-claims-filter configured \(root context \d+\)", text)
+        assert any(level == "info" and re.fullmatch(r"jwt-claims-filter configured \(root context \d+, plugin name '[^']+'\)", text)
                    for level, text in lines), name
 
 

@@ -87,10 +87,32 @@ def test_two_configurations_in_one_chain_each_meet_their_own_requests(launch, se
             by_thread.setdefault(m.group(1), []).append(line)
     shared = [lines for lines in by_thread.values()
               if sum("Thread-Local Wasm created" in ln for ln in lines) == 1
-              and len({m.group(1) for ln in lines
-                       for m in [re.search(r"jwt-claims-filter configured \(root context (\d+)\)", ln)] if m}) == 2]
+              and len({m.groups() for ln in lines for m in [CONFIGURED.search(ln)] if m}) == 2]
     assert shared, "no thread configured both plugins in one VM:\n" + "\n".join(
         ln for ln in log.splitlines() if "Wasm created" in ln or "configured" in ln)
+
+
+CONFIGURED = re.compile(r"jwt-claims-filter configured \(root context (\d+), plugin name '([^']*)'\)")
+
+
+def test_two_filters_sharing_a_vm_under_one_name_are_reported(launch, seed_jwks, groups_token):
+    """The module takes no stream creations (an entry per request), so a stream in a VM with
+    several configurations is matched to one by its plugin name, the newest of that name. Two
+    filters under one name in one VM cannot be told apart: the later configured serves both,
+    and the log says so (README "Loading the module")."""
+    def same_name(cfg: dict) -> None:
+        second_filter_first(second_config())(cfg)
+        for f in wasm_filters(cfg):
+            if f["name"] in ("jwt-second", "envoy.filters.http.wasm"):
+                f["typed_config"]["config"]["name"] = "jwt_claims_filter"
+    env = launch(seed_config(seed_jwks.jwks_uri), jwks_port=seed_jwks.port, concurrency=1, rewrite=same_name)
+    second_token = tokens.mint(tokens.claims(sub="second-subject"))
+    headers = echoed_headers(env.get("/delay/0", headers={"x-second-token": second_token}))
+    assert "x-second-sub" not in headers, "the first-configured filter's configuration still served"
+    env.stop()
+    assert_no_vm_failure(env.log)
+    said = re.findall(r"root context (\d+) has the same plugin name as root context (\d+), and now serves", env.log)
+    assert said and all(int(newer) > int(older) for newer, older in said), env.log_tail(30)
 
 
 def lds_resources(cfg: dict) -> dict:
