@@ -893,6 +893,17 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
 
         L += ["", "Ratios of the medians (req/s), with the targets of issue 5:", ""]
         L += ratio_table("rps", True)
+        paired = []
+        for alg in algs:
+            f, n = summaries[alg].get("filter/repeated"), summaries[alg].get("native_cache/repeated")
+            if f and n and len(f["rps_all"]) == len(n["rps_all"]) == a.rounds:
+                per_round = [x / y for x, y in zip(f["rps_all"], n["rps_all"]) if y]
+                if per_round:
+                    paired.append(f"{alg} " + " ".join(f"{r:.2f}" for r in per_round)
+                                  + f" (median {statistics.median(per_round):.2f})")
+        if paired:
+            L += ["", "Repeated token, filter / native + cache within each round (one after the other, "
+                  "not at once): " + "; ".join(paired) + "."]
         L += ["", "The same ratios per Envoy CPU-second (requests ÷ CPU time Envoy used; less sensitive to "
               "other load on the machine):", ""]
         L += ratio_table("rps_per_cpu", False)
