@@ -297,6 +297,14 @@ mod tests {
     fn repeated_headers_yield_each_token() {
         let h = headers(&[("authorization", "Bearer one"), ("authorization", "Bearer two")]);
         assert_eq!(tokens(find_tokens(&defaults(), &h, "/")), vec![(0, "one".into()), (0, "two".into())]);
+        let h =
+            headers(&[("authorization", "Bearer one"), ("authorization", "Bearer two"), ("authorization", "Bearer 3")]);
+        let found = find_tokens(&defaults(), &h, "/?access_token=four");
+        assert!(matches!(found, FoundTokens::Other(_)));
+        assert_eq!(tokens(found), vec![(0, "one".into()), (0, "two".into()), (0, "3".into()), (1, "four".into())]);
+        let found = find_tokens(&defaults(), &h[..1], "/");
+        assert!(matches!(found, FoundTokens::One(_)), "one token is kept in place");
+        assert_eq!(found.into_vec().len(), 1);
     }
 
     #[test]
