@@ -13,8 +13,8 @@ fresh Envoy with one worker, checks it, measures two workloads on it, and stops 
     native_cache    envoy.filters.http.jwt_authn with jwt_cache_config (size = --token-cache-size)
     native_nocache  envoy.filters.http.jwt_authn without jwt_cache_config (no cache)
     noop_wasm       a proxy-wasm filter that does nothing (bench/noop-filter: the host enters
-                    it as it enters this filter, stream creation and request headers, which
-                    continue), loaded exactly like this filter (V8, the same vm_config
+                    it as it enters this filter: request headers only, which continue),
+                    loaded exactly like this filter (V8, the same vm_config
                     shape, the same place before the router): the floor any proxy-wasm filter
                     pays per request, so the filter's gap to jwt_authn splits into the Wasm
                     runtime (noop_wasm / none) and the filter's own work (filter / noop_wasm).
