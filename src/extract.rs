@@ -43,15 +43,14 @@ pub enum FoundTokens<'a> {
 
 impl<'a> FoundTokens<'a> {
     fn push(&mut self, token: FoundToken<'a>) {
-        match self {
-            FoundTokens::Other(tokens) if !tokens.is_empty() => tokens.push(token),
-            FoundTokens::Other(_) => *self = FoundTokens::One([token]),
-            FoundTokens::One(_) => {
-                if let FoundTokens::One([first]) = std::mem::replace(self, FoundTokens::Other(Vec::new())) {
-                    *self = FoundTokens::Other(vec![first, token]);
-                }
+        *self = match std::mem::replace(self, FoundTokens::Other(Vec::new())) {
+            FoundTokens::Other(tokens) if tokens.is_empty() => FoundTokens::One([token]),
+            FoundTokens::One([first]) => FoundTokens::Other(vec![first, token]),
+            FoundTokens::Other(mut tokens) => {
+                tokens.push(token);
+                FoundTokens::Other(tokens)
             }
-        }
+        };
     }
 
     pub fn into_vec(self) -> Vec<FoundToken<'a>> {

@@ -15,6 +15,7 @@
 mod host_signatures;
 mod metrics;
 mod request_headers;
+mod root_entry;
 mod shared_keys;
 mod streams;
 

@@ -8,13 +8,11 @@
 //! host's calls into V8 cost more than their instructions suggest (README "Performance").
 //!
 //! So the module exports neither `proxy_on_context_create` nor `proxy_on_delete`: a request
-//! costs the host one entry, `proxy_on_request_headers`. `jcf_on_request_headers`,
-//! `jcf_on_vm_start` and `jcf_on_configure` are exported and renamed into place by
-//! scripts/wasm-exports.py (the SDK's own exports of those names are dropped). What that takes:
-//! - Root contexts. The host starts and configures a root without announcing its creation
-//!   (it skips a callback the module does not export), so the first of those callbacks creates
-//!   the SDK's root context ([`ensure_root`]) and then hands over to the SDK, which drives
-//!   configuration, ticks and fetch responses as before.
+//! costs the host one entry, `proxy_on_request_headers`. `jcf_on_request_headers` here (and
+//! root_entry.rs's `jcf_on_vm_start` and `jcf_on_configure`) are exported and renamed into
+//! place by scripts/wasm-exports.py (the SDK's own exports of those names are dropped). What
+//! that takes:
+//! - Root contexts, created when the host first starts or configures them (root_entry.rs).
 //! - A stream's configuration. With one configuration in the VM (the usual case) it is that
 //!   one. Several configurations share a VM when several filters with the same `vm_config`
 //!   are in use (two in one chain, or the old and the new configuration while a listener or
@@ -35,17 +33,6 @@ use proxy_wasm::types::Action;
 
 use super::SharedPlugin;
 
-extern "C" {
-    // The SDK's exports (`#[no_mangle]` in the proxy-wasm crate); the linker resolves them,
-    // no import is left in the module.
-    #[link_name = "proxy_on_context_create"]
-    fn sdk_on_context_create(context_id: u32, root_context_id: u32);
-    #[link_name = "proxy_on_vm_start"]
-    fn sdk_on_vm_start(context_id: u32, vm_configuration_size: usize) -> bool;
-    #[link_name = "proxy_on_configure"]
-    fn sdk_on_configure(context_id: u32, plugin_configuration_size: usize) -> bool;
-}
-
 /// A configured root context of this VM.
 struct ConfiguredRoot {
     context_id: u32,
@@ -55,41 +42,8 @@ struct ConfiguredRoot {
 }
 
 thread_local! {
-    /// Root contexts created in the SDK, configured or not.
-    static SDK_ROOTS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
     /// Every configured root context of this VM, oldest first.
     static PLUGINS: RefCell<Vec<ConfiguredRoot>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Creates the SDK's root context for `root_context_id` the first time the host names it.
-fn ensure_root(root_context_id: u32) {
-    let created = SDK_ROOTS.with(|roots| match roots.try_borrow_mut() {
-        Ok(mut roots) if !roots.contains(&root_context_id) => {
-            roots.push(root_context_id);
-            true
-        }
-        _ => false,
-    });
-    if created {
-        // SAFETY: the SDK's own export with the ABI's signature, called as the host would.
-        unsafe { sdk_on_context_create(root_context_id, 0) };
-    }
-}
-
-/// `proxy_on_vm_start`, after scripts/wasm-exports.py renames it.
-#[no_mangle]
-pub extern "C" fn jcf_on_vm_start(root_context_id: u32, vm_configuration_size: usize) -> bool {
-    ensure_root(root_context_id);
-    // SAFETY: as in `ensure_root`.
-    unsafe { sdk_on_vm_start(root_context_id, vm_configuration_size) }
-}
-
-/// `proxy_on_configure`, after scripts/wasm-exports.py renames it.
-#[no_mangle]
-pub extern "C" fn jcf_on_configure(root_context_id: u32, plugin_configuration_size: usize) -> bool {
-    ensure_root(root_context_id);
-    // SAFETY: as in `ensure_root`.
-    unsafe { sdk_on_configure(root_context_id, plugin_configuration_size) }
 }
 
 /// `proxy_on_request_headers`, after scripts/wasm-exports.py renames it.
@@ -175,8 +129,8 @@ pub(super) fn forget_gone_roots(current: u32) {
             return; // one configuration (the usual case): nothing to ask the host
         }
         plugins.retain(|root| {
-            let id = &root.context_id;
-            let alive = *id == current || hostcalls::set_effective_context(*id).is_ok();
+            let id = root.context_id;
+            let alive = id == current || hostcalls::set_effective_context(id).is_ok();
             if !alive {
                 log::info!("jwt-claims-filter: root context {id} is gone (configuration replaced or removed); its state is freed");
             }
