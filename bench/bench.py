@@ -19,6 +19,12 @@ fresh Envoy with one worker, checks it, measures two workloads on it, and stops 
                     pays per request, so the filter's gap to jwt_authn splits into the Wasm
                     runtime (noop_wasm / none) and the filter's own work (filter / noop_wasm).
                     scripts/bench.sh builds it into bench/.cache/noop_filter.wasm.
+    floor_wasm      the same module configured `rewrite-headers`: it makes only the host calls
+                    the filter's job takes on a cached token (reads every request header in one
+                    call, removes authorization, adds x-jwt-claim.groups) and looks at nothing:
+                    the floor of any proxy-wasm filter doing this job, so filter / floor_wasm is
+                    what the filter's own logic costs and floor_wasm / native_cache is the best
+                    ratio to native such a filter can show here.
     filter          this filter, wasm/jwt_claims_filter.wasm in V8, tokenCacheSize as given
 
   workloads
@@ -33,7 +39,7 @@ Every configuration serves the same route, GET /status/200 → Envoy direct_resp
 bench measures the cost of authentication, so there is no upstream: httpbin under gunicorn
 (sync or gthread workers) tops out far below Envoy's ~60k req/s on one core and would be the
 bottleneck, and any upstream would compete with Envoy and the load generator for this
-machine's cores. /status/200 is routed without claims, so all five configurations take the
+machine's cores. /status/200 is routed without claims, so all six configurations take the
 same route and return the same response; the auth filters still do their full work (verify,
 write x-jwt-claim.groups, clear the route cache, strip the token header), and native jwt_authn
 is configured to do the same (claim_to_headers for groups, clear_route_cache, forward: false).
@@ -90,17 +96,20 @@ wasm_used: Path = WASM
 NOOP_WASM = BENCH / ".cache" / "noop_filter.wasm"
 noop_used: Path = NOOP_WASM
 ALGS = tk.ALGS
-KINDS = ("none", "native_cache", "native_nocache", "noop_wasm", "filter")
+KINDS = ("none", "native_cache", "native_nocache", "noop_wasm", "floor_wasm", "filter")
 LABELS = {
     "none": "no auth filter",
     "native_cache": "native jwt_authn + jwt_cache_config",
     "native_nocache": "native jwt_authn, no cache",
     "noop_wasm": "no-op proxy-wasm filter (wasm)",
+    "floor_wasm": "the job's host calls only (wasm)",
     "filter": "jwt-claims-filter (wasm)",
 }
 AUTH_KINDS = ("native_cache", "native_nocache", "filter")
 # Configurations that pass every request on unverified: a broken signature gets a 200.
-PASS_KINDS = ("none", "noop_wasm")
+PASS_KINDS = ("none", "noop_wasm", "floor_wasm")
+# Configurations that run bench/noop-filter's module (NOOP_WASM).
+NOOP_MODULE_KINDS = ("noop_wasm", "floor_wasm")
 TARGET_REPEATED = 0.95   # filter / native_cache, repeated token
 TARGET_DISTINCT = 0.5    # filter / native_nocache, distinct tokens, RS256
 RSS_CHUNK = 20000
@@ -285,6 +294,8 @@ def envoy_config(kind: str, alg: str, port: int, admin_port: int, jwks_port: int
     filters: list[dict] = []
     if kind == "noop_wasm":
         filters.append(wasm_filter("noop_filter", noop_used, "{}"))
+    elif kind == "floor_wasm":
+        filters.append(wasm_filter("floor_filter", noop_used, "rewrite-headers"))
     elif kind == "filter":
         plugin = {
             "jwtRules": [{
@@ -349,6 +360,12 @@ def envoy_config(kind: str, alg: str, port: int, admin_port: int, jwks_port: int
                                 # The bench target, the same in every configuration; see the
                                 # module docstring for why it is a direct_response.
                                 {"match": {"prefix": "/status"}, "direct_response": {"status": 200}},
+                                # Start-up check only: shows which configurations wrote the
+                                # claim header as the filter writes it (a list as a,b).
+                                {"match": {"prefix": "/claim-check", "headers": [{
+                                    "name": "x-jwt-claim.groups",
+                                    "string_match": {"exact": "group1,group2"}}]},
+                                 "direct_response": {"status": 204}},
                                 {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
                             ],
                         }]},
@@ -580,6 +597,12 @@ class Bench:
         want = 200 if env.kind in PASS_KINDS else 401
         if code != want:
             raise RuntimeError(f"{alg} token with a broken signature → {code}, expected {want} {body[:200]!r}")
+        # The claim header as the filter writes it, from the filter and the floor module only
+        # (native writes a list claim as base64 JSON; the others write nothing).
+        code, body = http_get(env.url + "/claim-check", hdr)
+        want = 204 if env.kind in ("filter", "floor_wasm") else 404
+        if code != want:
+            raise RuntimeError(f"{alg}: /claim-check with a valid token → {code}, expected {want} {body[:200]!r}")
         if env.kind == "noop_wasm":
             # Nothing per request shows the no-op filter ran, so check at least that its V8 VM
             # is up (Envoy refuses a listener whose Wasm filter does not load, but be sure).
@@ -832,7 +855,9 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
         f"`tokenCacheSize` {a.token_cache_size} (native `jwt_cache_size` {max(a.token_cache_size, 1)})."
         + (f" No-op proxy-wasm filter: `bench/noop-filter`, {noop_used.stat().st_size:,} bytes, sha256 "
            f"{hashlib.sha256(noop_used.read_bytes()).hexdigest()[:12]}…, loaded like the filter "
-           f"(V8, same `vm_config` shape, before the router)." if "noop_wasm" in kinds else ""),
+           f"(V8, same `vm_config` shape, before the router)"
+           + ("; configured `rewrite-headers` it is the floor-wasm configuration" if "floor_wasm" in kinds else "")
+           + "." if any(k in NOOP_MODULE_KINDS for k in kinds) else ""),
         "",
         f"Every configuration serves `GET /status/200` as an Envoy `direct_response` (no upstream). "
         f"**Repeated**: one valid token in `Authorization: Bearer`, wrk {mach['wrk']}, HTTP/1.1, "
@@ -865,10 +890,12 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
                 row += [f"{s['rps']:,.0f}{spread}{mark}", fmt_ms(s["p50_ms"]), fmt_ms(s["p99_ms"]),
                         f"{s['rss_before']:.1f} → {s['rss_after']:.1f}"]
             L.append("| " + " | ".join(row) + " |")
-    if "filter" in kinds or "noop_wasm" in kinds:
+    if "filter" in kinds or "noop_wasm" in kinds or "floor_wasm" in kinds:
         # (workload, header, numerator, denominator, has a target). noop-wasm / no filter is the
         # share of the no-filter throughput left once any proxy-wasm filter is in the chain;
-        # filter / noop-wasm is what the filter's own work leaves of that.
+        # filter / noop-wasm is what the filter's own work leaves of that. floor-wasm / native
+        # is the best a proxy-wasm filter doing this job shows against native; filter /
+        # floor-wasm is what the filter's own logic leaves of that.
         cols: list[tuple[str, str, str, str, bool]] = []
         for w, native, native_label in (("repeated", "native_cache", "native + cache"),
                                         ("distinct", "native_nocache", "native, no cache")):
@@ -877,6 +904,9 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
             if "noop_wasm" in kinds:
                 cols += [(w, "noop-wasm / no filter", "noop_wasm", "none", False),
                          (w, "filter / noop-wasm", "filter", "noop_wasm", False)]
+            if "floor_wasm" in kinds and w == "repeated":
+                cols += [(w, f"floor-wasm / {native_label}", "floor_wasm", native, False),
+                         (w, "filter / floor-wasm", "filter", "floor_wasm", False)]
 
         def ratio_table(key: str, targets: bool) -> list[str]:
             rows = ["| alg | " + " | ".join(f"{w}: {h}" for w, h, *_ in cols) + " |", "|---|" + "---|" * len(cols)]
@@ -893,17 +923,18 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
 
         L += ["", "Ratios of the medians (req/s), with the targets of issue 5:", ""]
         L += ratio_table("rps", True)
-        paired = []
-        for alg in algs:
-            f, n = summaries[alg].get("filter/repeated"), summaries[alg].get("native_cache/repeated")
-            if f and n and len(f["rps_all"]) == len(n["rps_all"]) == a.rounds:
-                per_round = [x / y for x, y in zip(f["rps_all"], n["rps_all"]) if y]
-                if per_round:
-                    paired.append(f"{alg} " + " ".join(f"{r:.2f}" for r in per_round)
-                                  + f" (median {statistics.median(per_round):.2f})")
-        if paired:
-            L += ["", "Repeated token, filter / native + cache within each round (one after the other, "
-                  "not at once): " + "; ".join(paired) + "."]
+        for num, num_label in (("filter", "filter"), ("floor_wasm", "floor-wasm")):
+            paired = []
+            for alg in algs:
+                f, n = summaries[alg].get(f"{num}/repeated"), summaries[alg].get("native_cache/repeated")
+                if f and n and len(f["rps_all"]) == len(n["rps_all"]) == a.rounds:
+                    per_round = [x / y for x, y in zip(f["rps_all"], n["rps_all"]) if y]
+                    if per_round:
+                        paired.append(f"{alg} " + " ".join(f"{r:.2f}" for r in per_round)
+                                      + f" (median {statistics.median(per_round):.2f})")
+            if paired:
+                L += ["", f"Repeated token, {num_label} / native + cache within each round (one after the "
+                      "other, not at once): " + "; ".join(paired) + "."]
         L += ["", "The same ratios per Envoy CPU-second (requests ÷ CPU time Envoy used; less sensitive to "
               "other load on the machine):", ""]
         L += ratio_table("rps_per_cpu", False)
@@ -918,20 +949,28 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
         def diff(x: float | None, y: float | None) -> float | None:
             return None if x is None or y is None else x - y
 
+        short = {"none": "no filter", "native_cache": "native + cache", "native_nocache": "native, no cache",
+                 "noop_wasm": "noop-wasm", "floor_wasm": "floor-wasm", "filter": "filter"}
+        diffs = [("wasm floor (noop − none)", "noop_wasm", "none"),
+                 ("the job's host calls (floor − noop)", "floor_wasm", "noop_wasm"),
+                 ("filter's own logic (filter − floor)", "filter", "floor_wasm"),
+                 ("filter's own work (filter − noop)", "filter", "noop_wasm")]
+        diffs = [d for d in diffs if d[1] in kinds and d[2] in kinds]
         L += ["", "Envoy CPU time per request (µs; 10⁶ ÷ the median requests per Envoy CPU-second). "
               "The no-op filter's excess over no filter is the floor any proxy-wasm filter pays here; "
-              "the filter's excess over the no-op filter is its own work; the gap to native is against "
-              "jwt_authn with cache for repeated, without for distinct (as the targets):", "",
-              "| alg | workload | no filter | native + cache | native, no cache | noop-wasm | filter "
-              "| wasm floor (noop − none) | filter's own work (filter − noop) | gap to native (filter − native) |",
-              "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+              "the floor module's excess over the no-op filter is what the job's host calls cost (read "
+              "the headers, remove one, add one); the filter's excess over either is its own work; the "
+              "gap to native is against jwt_authn with cache for repeated, without for distinct (as the "
+              "targets):", "",
+              "| alg | workload | " + " | ".join(short[k] for k in kinds) + " | "
+              + " | ".join(d[0] for d in diffs) + " | gap to native (filter − native) |",
+              "|---|---|" + "--:|" * (len(kinds) + len(diffs) + 1)]
         for alg in algs:
             for w, native in (("repeated", "native_cache"), ("distinct", "native_nocache")):
                 v = {k: us(alg, k, w) for k in KINDS}
-                L.append(f"| {alg} | {w} | " + " | ".join(cell(v[k]) for k in KINDS) + " | "
-                         + " | ".join(cell(d, True) for d in (diff(v["noop_wasm"], v["none"]),
-                                                             diff(v["filter"], v["noop_wasm"]),
-                                                             diff(v["filter"], v[native]))) + " |")
+                L.append(f"| {alg} | {w} | " + " | ".join(cell(v[k]) for k in kinds) + " | "
+                         + " | ".join(cell(diff(v[x], v[y]), True) for _, x, y in diffs) + " | "
+                         + cell(diff(v["filter"], v[native]), True) + " |")
     if bench.rss100k:
         kinds100 = list(bench.rss100k)
         alg100 = bench.rss100k[kinds100[0]]["alg"]
@@ -994,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"also send {RSS_TOTAL:,} distinct tokens through one Envoy (filter and native "
                          "with cache) and report RSS every 20,000")
     ap.add_argument("--configs", default=",".join(KINDS),
-                    help="comma-separated subset of the configurations (default all five)")
+                    help="comma-separated subset of the configurations (default all six)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin Envoy and the load generator to CPUs")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="S",
                     help="before each Envoy run, wait up to S seconds for the machine to be idle "
@@ -1018,7 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{tool} is not installed (scripts/bench.sh installs it)")
     if not WASM.exists():
         ap.error(f"{WASM} is missing: run scripts/build.sh")
-    if "noop_wasm" in kinds and not NOOP_WASM.exists():
+    if any(k in NOOP_MODULE_KINDS for k in kinds) and not NOOP_WASM.exists():
         ap.error(f"{NOOP_WASM} is missing: run the bench through scripts/bench.sh, which builds it")
 
     # Explicitly, also for SIGINT: a shell starting this in the background ignores SIGINT.
@@ -1033,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
     global wasm_used, noop_used
     wasm_used = run_dir / WASM.name
     shutil.copyfile(WASM, wasm_used)
-    if "noop_wasm" in kinds:
+    if any(k in NOOP_MODULE_KINDS for k in kinds):
         noop_used = run_dir / NOOP_WASM.name
         shutil.copyfile(NOOP_WASM, noop_used)
     built = WASM.stat().st_mtime

@@ -1,6 +1,6 @@
 """Envoy's instructions per request under callgrind, for the bench's configurations.
 
-    scripts/bench.sh --instructions [--requests N] [--configs none,noop_wasm,native_cache,filter]
+    scripts/bench.sh --instructions [--requests N] [--configs none,noop_wasm,floor_wasm,native_cache,filter]
 
 Wall-clock req/s on a shared machine swings by tens of percent from one minute to the next;
 instruction counts do not. This runs each configuration's Envoy (the very config bench.py
@@ -102,7 +102,7 @@ def measure(bench: B.Bench, kind: str, requests: int, run_dir: Path) -> dict:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="scripts/bench.sh --instructions", description=__doc__.split("\n\n")[1])
     ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--configs", default="none,noop_wasm,native_cache,filter")
+    ap.add_argument("--configs", default="none,noop_wasm,floor_wasm,native_cache,filter")
     ap.add_argument("--token-cache-size", type=int, default=1000)
     args = ap.parse_args(argv)
     kinds = [k for k in args.configs.split(",") if k]
@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     B.wasm_used = run_dir / B.WASM.name
     B.wasm_used.write_bytes(B.WASM.read_bytes())
-    if "noop_wasm" in kinds:
+    if any(k in B.NOOP_MODULE_KINDS for k in kinds):
         B.noop_used = run_dir / B.NOOP_WASM.name
         B.noop_used.write_bytes(B.NOOP_WASM.read_bytes())
     bench = B.Bench(argparse.Namespace(connections=4, tokens=10, rss_100k=False, no_pin=True, wait_idle=0,
@@ -134,6 +134,13 @@ def main(argv: list[str]) -> int:
     if "filter" in rows and "noop_wasm" in rows:
         B.log(f"filter's own work over the no-op filter: {rows['filter']['total'] - rows['noop_wasm']['total']:,.0f}"
               " instructions/request")
+    if "floor_wasm" in rows and "native_cache" in rows:
+        B.log(f"native jwt_authn + cache / the job's host calls only: "
+              f"{rows['native_cache']['total'] / rows['floor_wasm']['total']:.2f} (the best a proxy-wasm filter "
+              "doing this job can show)")
+    if "filter" in rows and "floor_wasm" in rows:
+        B.log(f"filter's own logic over the job's host calls: "
+              f"{rows['filter']['total'] - rows['floor_wasm']['total']:,.0f} instructions/request")
     return 0
 
 

@@ -8,8 +8,9 @@
 #   scripts/bench.sh --instructions  Envoy's instructions per request under callgrind instead
 #                                    (steady on a busy machine; bench/instructions.py)
 #
-# Five configurations (no auth filter; native jwt_authn with and without jwt_cache_config; a
-# no-op proxy-wasm filter, the floor any Wasm filter pays; this filter), each a fresh Envoy
+# Six configurations (no auth filter; native jwt_authn with and without jwt_cache_config; a
+# no-op proxy-wasm filter, the floor any Wasm filter pays; the same module making only the
+# host calls this filter's job takes, the floor of any Wasm filter doing it; this filter), each a fresh Envoy
 # with one worker on the same route and key set, alternate over the rounds; two workloads
 # (one token repeated with wrk; 20,000 distinct tokens each sent once with h2load). The
 # medians go to stdout and to bench/latest.md as a markdown table with the machine and the
@@ -18,7 +19,7 @@
 #
 # Installs wrk and h2load (nghttp2-client) with apt if they are missing. Uses the .venv and
 # wasm/jwt_claims_filter.wasm as they are (setup.sh / build.sh only when missing). Builds the
-# no-op filter (bench/noop-filter, its own crate) by build.sh's toolchain route into
+# no-op/floor module (bench/noop-filter, its own crate) by build.sh's toolchain route into
 # bench/.cache/noop_filter.wasm, again only when its sources changed. Everything it starts is
 # stopped on exit, Ctrl-C or SIGTERM.
 set -euo pipefail
@@ -48,7 +49,7 @@ case " $* " in
     elif [ -n "$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$WASM_OUT" -print -quit 2>/dev/null)" ]; then
       log "note: src/ changed after $WASM_OUT was built; run scripts/build.sh to measure the current code"
     fi
-    # The no-op filter, unless --configs leaves noop_wasm out.
+    # The no-op/floor module, unless --configs leaves both noop_wasm and floor_wasm out.
     configs=""
     prev=""
     for arg in "$@"; do
@@ -57,7 +58,7 @@ case " $* " in
       prev="$arg"
     done
     case ",${configs:-noop_wasm}," in
-      *,noop_wasm,*)
+      *,noop_wasm,* | *,floor_wasm,*)
         noop_src="$ROOT/bench/noop-filter"
         noop_wasm="$ROOT/bench/.cache/noop_filter.wasm"
         # What the module is built from; the cached build records the hash it was built at.
