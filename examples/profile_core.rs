@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use jwt_claims_filter::authn::{authenticate, Context, KeysFor, RequestTime};
 use jwt_claims_filter::config::{FilterConfig, KeySource};
-use jwt_claims_filter::extract::{find_tokens_in, is_owned_header};
+use jwt_claims_filter::extract::{add_query_tokens, scan_headers};
 use jwt_claims_filter::headermap::parse_pairs;
 use jwt_claims_filter::tokencache::TokenCache;
 use jwt_claims_filter::verify::BuiltinOnly;
@@ -63,8 +63,10 @@ fn main() {
         for _ in 0..rounds.max(1) {
             let buffer = wire.clone(); // the host allocates a fresh one per request
             let headers = parse_pairs(&buffer).unwrap_or_default();
-            let owned = headers.clone().filter(|(name, _)| is_owned_header(&config, name)).count();
-            let found = find_tokens_in(&config.locations, headers, "/headers");
+            let scan = scan_headers(&config, headers);
+            let owned = scan.owned.len();
+            let mut found = scan.tokens;
+            add_query_tokens(&config.locations, scan.path, &mut found);
             let ctx = Context {
                 config: &config,
                 keys: &keys_for,
@@ -72,7 +74,7 @@ fn main() {
                 host: &BuiltinOnly,
                 clock: RequestTime::new(NOW, &|| NOW),
             };
-            let decision = authenticate(&ctx, &found, "/headers");
+            let decision = authenticate(&ctx, &found, scan.path);
             if owned == 0 && matches!(decision.verdict, jwt_claims_filter::authn::Verdict::Allow(_)) {
                 allowed += 1;
             }

@@ -61,10 +61,12 @@ case " $* " in
       *,noop_wasm,* | *,floor_wasm,*)
         noop_src="$ROOT/bench/noop-filter"
         noop_wasm="$ROOT/bench/.cache/noop_filter.wasm"
-        # What the module is built from; the cached build records the hash it was built at.
+        # What the module is built from (with the filter's files it includes); the cached
+        # build records the hash it was built at.
         noop_hash() {
           { (cd "$noop_src" && find Cargo.toml Cargo.lock src -type f 2>/dev/null | LC_ALL=C sort |
-            xargs sha256sum); sha256sum <"$ROOT/scripts/wasm-exports.py"; } | sha256sum | cut -d' ' -f1
+            xargs sha256sum); cat "$ROOT/scripts/wasm-exports.py" "$ROOT/src/filter/root_entry.rs" \
+            "$ROOT/src/filter/request_headers.rs" | sha256sum; } | sha256sum | cut -d' ' -f1
         }
         if [ ! -f "$noop_wasm" ] || [ "$(cat "$noop_wasm.src-sha256" 2>/dev/null)" != "$(noop_hash)" ]; then
           log "building the no-op proxy-wasm filter (bench/noop-filter)"

@@ -37,12 +37,13 @@ KEEP = frozenset({
     "proxy_on_request_headers",
 })
 
-# The filter's own entry points (src/filter/streams.rs) and the ABI names they take over from
-# the SDK's exports of those names.
+# The filter's own entry points (src/filter/streams.rs, root_entry.rs, and request_headers.rs's
+# allocator) and the ABI names they take over from the SDK's exports of those names.
 RENAME = {
     "jcf_on_vm_start": "proxy_on_vm_start",
     "jcf_on_configure": "proxy_on_configure",
     "jcf_on_request_headers": "proxy_on_request_headers",
+    "jcf_on_memory_allocate": "proxy_on_memory_allocate",
 }
 
 EXPORT_SECTION = 7

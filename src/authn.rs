@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::claims::render;
 use crate::config::{FilterConfig, TokenLocation};
 use crate::extract::{without_param, FoundToken};
+use crate::headermap::text;
 use crate::jwks::KeySet;
 use crate::tokencache::{CachedToken, TokenCache};
 use crate::verify::{check_time, decode, verify, DecodedToken, HostVerifier, Rejection};
@@ -135,8 +136,8 @@ pub struct Context<'a, 'k> {
     pub clock: RequestTime<'a>,
 }
 
-/// Decides a request presenting `found` tokens on `path`.
-pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str) -> Decision {
+/// Decides a request presenting `found` tokens on `path` (the `:path` as sent).
+pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &[u8]) -> Decision {
     let Context { config, keys, cache, host, ref clock } = *ctx;
     if found.is_empty() {
         let verdict = if config.require_token { Verdict::Deny(Rejection::Missing) } else { Verdict::PassWithoutToken };
@@ -268,7 +269,7 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &str)
 
 /// Headers for verified tokens. Claim headers come from the first token (in location
 /// order); where two tokens would write one header, the first wins.
-fn grant(config: &FilterConfig, accepted: &[Accepted<'_>], path: &str) -> Grant {
+fn grant(config: &FilterConfig, accepted: &[Accepted<'_>], path: &[u8]) -> Grant {
     let mut grant = Grant::default();
     let set = |grant: &mut Grant, name: &str, value: Option<&Value>| {
         let Some(value) = value else { return };
@@ -305,8 +306,8 @@ fn grant(config: &FilterConfig, accepted: &[Accepted<'_>], path: &str) -> Grant 
                 }
             }
             Some(TokenLocation::Param(name)) => {
-                let current = grant.new_path.as_deref().unwrap_or(path);
-                grant.new_path = Some(without_param(current, name));
+                let current = grant.new_path.take().unwrap_or_else(|| text(path).into_owned());
+                grant.new_path = Some(without_param(&current, name));
             }
             // Cookies carry other state too; like Envoy, the cookie header is left as is.
             Some(TokenLocation::Cookie(_)) | None => {}
@@ -371,7 +372,7 @@ mod tests {
     ) -> Decision {
         let exact = || now_secs;
         let ctx = Context { config, keys, cache, host: &BuiltinOnly, clock: RequestTime::new(now_secs, &exact) };
-        authenticate(&ctx, found, path)
+        authenticate(&ctx, found, path.as_bytes())
     }
 
     fn decide<'k>(config: &FilterConfig, found: &[FoundToken<'_>], keys: &dyn Fn(usize) -> KeysFor<'k>) -> Verdict {
@@ -575,7 +576,7 @@ mod tests {
                 exact
             };
             let time = RequestTime::new(recent, &read);
-            authenticate(&Context { config: &config, keys: &keys, cache, host: &BuiltinOnly, clock: time }, &found, "/")
+            authenticate(&Context { config: &config, keys: &keys, cache, host: &BuiltinOnly, clock: time }, &found, b"/")
         };
         // Verifying always takes the exact time.
         let first = decide_at(&cache, NOW, NOW);

@@ -32,8 +32,9 @@ impl FoundToken<'_> {
     }
 }
 
-/// The tokens a request presents. Nearly every request presents one, kept in place: a
-/// cached request allocates nothing else in the VM ([`crate::headermap::HeaderList`]).
+/// The tokens a request presents, in location order (within a location, in the order they
+/// were presented). Nearly every request presents one, kept in place: a cached request
+/// allocates nothing else in the VM.
 #[derive(Debug, Clone)]
 pub enum FoundTokens<'a> {
     One([FoundToken<'a>; 1]),
@@ -41,13 +42,30 @@ pub enum FoundTokens<'a> {
     Other(Vec<FoundToken<'a>>),
 }
 
+impl Default for FoundTokens<'_> {
+    fn default() -> Self {
+        FoundTokens::Other(Vec::new())
+    }
+}
+
 impl<'a> FoundTokens<'a> {
-    fn push(&mut self, token: FoundToken<'a>) {
-        *self = match std::mem::replace(self, FoundTokens::Other(Vec::new())) {
+    /// Adds the token in `raw` (trimmed as `str::trim` would; nothing if that leaves nothing).
+    fn push(&mut self, location: usize, raw: &'a [u8]) {
+        let token = trim_whitespace(raw);
+        if !token.is_empty() {
+            self.insert(FoundToken { location, token: Cow::Borrowed(token) });
+        }
+    }
+
+    /// Inserts after every token of the same or an earlier location.
+    fn insert(&mut self, token: FoundToken<'a>) {
+        *self = match std::mem::take(self) {
             FoundTokens::Other(tokens) if tokens.is_empty() => FoundTokens::One([token]),
-            FoundTokens::One([first]) => FoundTokens::Other(vec![first, token]),
+            FoundTokens::One([first]) if first.location <= token.location => FoundTokens::Other(vec![first, token]),
+            FoundTokens::One([first]) => FoundTokens::Other(vec![token, first]),
             FoundTokens::Other(mut tokens) => {
-                tokens.push(token);
+                let at = tokens.iter().rposition(|t| t.location <= token.location).map_or(0, |last| last + 1);
+                tokens.insert(at, token);
                 FoundTokens::Other(tokens)
             }
         };
@@ -72,6 +90,37 @@ impl<'a> std::ops::Deref for FoundTokens<'a> {
     }
 }
 
+/// What the request path needs from a request's headers, taken in one walk over them. The
+/// code a request runs in the VM is fetched from memory about as often as it runs (Envoy's
+/// own work between two requests pushes it out of the CPU's caches), so one loop that asks
+/// each header every question is cheaper than a loop per question.
+#[derive(Debug, Default)]
+pub struct HeaderScan<'a> {
+    /// Client-sent headers the filter owns ([`is_owned_header`]), each name once.
+    pub owned: Vec<&'a [u8]>,
+    /// `:path` as sent; empty if there is none.
+    pub path: &'a [u8],
+    /// The tokens in header and cookie locations; [`add_query_tokens`] adds the query's.
+    pub tokens: FoundTokens<'a>,
+}
+
+/// One walk over a request's headers (the host's buffer, [`crate::headermap::Pairs`]).
+pub fn scan_headers<'a>(config: &FilterConfig, headers: impl Iterator<Item = Header<'a>>) -> HeaderScan<'a> {
+    let mut scan = HeaderScan::default();
+    let mut path = None;
+    for (name, value) in headers {
+        if path.is_none() && name == b":path" {
+            path = Some(value);
+        }
+        if is_owned_header(config, name) && !scan.owned.contains(&name) {
+            scan.owned.push(name);
+        }
+        add_header_tokens(&config.locations, name, value, &mut scan.tokens);
+    }
+    scan.path = path.unwrap_or_default();
+    scan
+}
+
 /// Every token presented at any configured location, in location order. A location that
 /// appears several times (two `Authorization` headers) yields each. Header names and values
 /// may be bytes or text; tokens are taken as bytes, trimmed as `str::trim` would.
@@ -83,44 +132,67 @@ pub fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
     find_tokens_in(locations, headers.iter().map(|(name, value)| (name.as_ref(), value.as_ref())), path)
 }
 
-/// [`find_tokens`] over headers walked in place (the host's buffer, [`crate::headermap::Pairs`]):
-/// each header location walks them once.
+/// [`find_tokens`] over headers walked in place.
 pub fn find_tokens_in<'a>(
     locations: &[TokenLocation],
-    headers: impl Iterator<Item = Header<'a>> + Clone,
+    headers: impl Iterator<Item = Header<'a>>,
     path: &'a str,
 ) -> FoundTokens<'a> {
-    let mut found = FoundTokens::Other(Vec::new());
+    let mut found = FoundTokens::default();
+    for (name, value) in headers {
+        add_header_tokens(locations, name, value, &mut found);
+    }
+    add_query_tokens(locations, path.as_bytes(), &mut found);
+    found
+}
+
+/// The tokens one header holds for the header and cookie locations.
+fn add_header_tokens<'a>(locations: &[TokenLocation], name: &[u8], value: &'a [u8], found: &mut FoundTokens<'a>) {
     for (index, location) in locations.iter().enumerate() {
-        let mut push = |token: &'a [u8]| {
-            let token = trim_whitespace(token);
-            if !token.is_empty() {
-                found.push(FoundToken { location: index, token: Cow::Borrowed(token) });
-            }
-        };
         match location {
-            TokenLocation::Header { name, prefix } => {
-                for (_, value) in headers.clone().filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())) {
-                    if let Some(token) = after_prefix(value, prefix) {
-                        push(token);
-                    }
+            TokenLocation::Header { name: wanted, prefix } if name.eq_ignore_ascii_case(wanted.as_bytes()) => {
+                if let Some(token) = after_prefix(value, prefix) {
+                    found.push(index, token);
                 }
             }
-            TokenLocation::Param(name) => {
-                for (key, value) in query_pairs(path) {
-                    if key == name {
-                        push(value.as_bytes());
-                    }
-                }
+            TokenLocation::Cookie(cookie) if name.eq_ignore_ascii_case(b"cookie") => {
+                each_cookie(value, cookie, &mut |token| found.push(index, token));
             }
-            TokenLocation::Cookie(name) => {
-                for (_, value) in headers.clone().filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie")) {
-                    each_cookie(value, name, &mut push);
+            _ => {}
+        }
+    }
+}
+
+/// Adds the tokens in the query of `path` (the request's `:path`, bytes as sent) for the
+/// query parameter locations. The path is read as text only when it has a query: lossy
+/// where it is not UTF-8 (a token with replacement characters then fails to decode).
+#[allow(clippy::manual_contains)] // see below
+pub fn add_query_tokens<'a>(locations: &[TokenLocation], path: &'a [u8], found: &mut FoundTokens<'a>) {
+    // A plain loop: `contains` would call memchr, more code than this short search needs.
+    if !path.iter().any(|&b| b == b'?') || !locations.iter().any(|l| matches!(l, TokenLocation::Param(_))) {
+        return;
+    }
+    match text(path) {
+        Cow::Borrowed(path) => each_query_token(locations, path, |index, value| found.push(index, value)),
+        Cow::Owned(path) => each_query_token(locations, &path, |index, value| {
+            let token = trim_whitespace(value);
+            if !token.is_empty() {
+                found.insert(FoundToken { location: index, token: Cow::Owned(token.to_vec()) });
+            }
+        }),
+    }
+}
+
+fn each_query_token<'p>(locations: &[TokenLocation], path: &'p str, mut found: impl FnMut(usize, &'p [u8])) {
+    for (index, location) in locations.iter().enumerate() {
+        if let TokenLocation::Param(name) = location {
+            for (key, value) in query_pairs(path) {
+                if key == name {
+                    found(index, value.as_bytes());
                 }
             }
         }
     }
-    found
 }
 
 /// `str::trim` on bytes: the same result for text, without reading the token in between.
@@ -304,6 +376,68 @@ mod tests {
         let found = find_tokens(&defaults(), &h[..1], "/");
         assert!(matches!(found, FoundTokens::One(_)), "one token is kept in place");
         assert_eq!(found.into_vec().len(), 1);
+    }
+
+    #[test]
+    fn one_walk_finds_owned_names_the_path_and_tokens_in_location_order() {
+        let config = FilterConfig::parse(
+            br#"{"jwtRules":[{"issuer":"i","jwks":"{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}",
+                "fromHeaders":[{"name":"authorization","prefix":"Bearer "}],
+                "fromCookies":["session"]}]}"#,
+        )
+        .unwrap();
+        let [Some(auth), Some(cookie)] =
+            [TokenLocation::Header { name: "authorization".into(), prefix: "Bearer ".into() }, TokenLocation::Cookie("session".into())]
+                .map(|l| config.locations.iter().position(|c| *c == l))
+        else {
+            panic!("locations {:?}", config.locations)
+        };
+        // The cookie before the header, the claim family twice under one name, two :path.
+        let h: Vec<(&[u8], &[u8])> = vec![
+            (b"cookie", b"session=c.c.c"),
+            (b":path", b"/first"),
+            (b"x-jwt-claim.groups", b"forged"),
+            (b"authorization", b"Bearer a.a.a"),
+            (b"X-Jwt-Claim-Role", b"forged"),
+            (b"x-jwt-claim.groups", b"again"),
+            (b":path", b"/second"),
+        ];
+        let scan = scan_headers(&config, h.iter().map(|(n, v)| (*n, *v)));
+        assert_eq!(scan.owned, vec![&b"x-jwt-claim.groups"[..], b"X-Jwt-Claim-Role"]);
+        assert_eq!(scan.path, b"/first");
+        let mut expected = vec![(auth, "a.a.a".to_string()), (cookie, "c.c.c".to_string())];
+        expected.sort();
+        assert_eq!(tokens(scan.tokens), expected, "location order, not header order");
+        let empty = scan_headers(&config, std::iter::empty());
+        assert!(empty.owned.is_empty() && empty.path.is_empty() && empty.tokens.is_empty());
+    }
+
+    #[test]
+    fn a_token_is_inserted_after_those_of_its_location_and_earlier_ones() {
+        let mut found = FoundTokens::default();
+        for (location, token) in [(1, "b1"), (0, "a1"), (2, "c1"), (1, "b2"), (0, "a2")] {
+            found.push(location, token.as_bytes());
+        }
+        let expected = [(0, "a1"), (0, "a2"), (1, "b1"), (1, "b2"), (2, "c1")].map(|(l, t)| (l, t.to_string()));
+        assert_eq!(tokens(found), expected.to_vec());
+        let mut two = FoundTokens::default();
+        two.push(1, b"later location, first presented");
+        two.push(0, b"earlier location");
+        assert_eq!(tokens(two), vec![(0, "earlier location".into()), (1, "later location, first presented".into())]);
+    }
+
+    #[test]
+    fn query_tokens_only_from_a_query_and_copied_from_a_path_that_is_not_utf8() {
+        let mut found = FoundTokens::default();
+        add_query_tokens(&defaults(), b"/headers", &mut found);
+        add_query_tokens(&defaults(), b"/headers#access_token=x", &mut found);
+        assert!(found.is_empty());
+        add_query_tokens(&defaults(), b"/h?x=\xff&access_token=a.b\xfe", &mut found);
+        assert_eq!(tokens(found.clone()), vec![(1, "a.b\u{fffd}".to_string())]);
+        assert!(matches!(found[0].token, Cow::Owned(_)));
+        let mut borrowed = FoundTokens::default();
+        add_query_tokens(&defaults(), b"/h?access_token=q.q.q", &mut borrowed);
+        assert!(matches!(borrowed[0].token, Cow::Borrowed(b"q.q.q")));
     }
 
     #[test]

@@ -71,7 +71,7 @@ fn decide(config: &FilterConfig, raw: &str, now: u64) -> Verdict {
     let clock = RequestTime::new(now, &exact);
     let ctx = Context { config, keys: &keys, cache: &cache, host: &BuiltinOnly, clock };
     let headers = vec![("authorization".to_string(), format!("Bearer {raw}"))];
-    authenticate(&ctx, &find_tokens(&config.locations, &headers, "/"), "/").verdict
+    authenticate(&ctx, &find_tokens(&config.locations, &headers, "/"), b"/").verdict
 }
 
 fn claims(extra: Value) -> JWTClaims<Map<String, Value>> {

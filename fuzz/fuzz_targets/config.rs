@@ -2,12 +2,13 @@
 //!
 //! Invariants: no panic; a parsed configuration is internally consistent (rules point at
 //! existing locations, claim headers belong to the `x-jwt-claim` family, the token size cap
-//! is in range); deciding a fixed request under it upholds the verdict invariants.
+//! is in range); the filter's one walk over a request's headers finds the tokens
+//! `find_tokens` finds; deciding a fixed request under it upholds the verdict invariants.
 #![no_main]
 
 use jwt_claims_filter::claims::is_claim_header_family;
 use jwt_claims_filter::config::{is_header_name, FilterConfig};
-use jwt_claims_filter::extract::find_tokens;
+use jwt_claims_filter::extract::{add_query_tokens, find_tokens, scan_headers};
 use jwt_claims_filter_fuzz::{authenticate_twice, mint, FUZZ_ISSUER, ISTIO_ISSUER, NOW};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
@@ -48,5 +49,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let path = "/p?access_token=x&token=y";
     let found = find_tokens(&config.locations, request(), path);
+    let with_path = request().iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).chain([(&b":path"[..], path.as_bytes())]);
+    let mut scan = scan_headers(&config, with_path);
+    assert_eq!(scan.path, path.as_bytes());
+    add_query_tokens(&config.locations, scan.path, &mut scan.tokens);
+    assert_eq!(*scan.tokens, *found, "the filter's walk and find_tokens disagree");
     authenticate_twice(&config, &found, path);
 });

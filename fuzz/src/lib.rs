@@ -143,7 +143,7 @@ pub fn authenticate_twice(config: &FilterConfig, found: &[FoundToken], path: &st
         let exact = || NOW;
         let clock = RequestTime::new(NOW, &exact);
         let ctx = Context { config, keys: &keys, cache, host: &BuiltinOnly, clock };
-        authenticate(&ctx, found, path)
+        authenticate(&ctx, found, path.as_bytes())
     };
     let first = decide(&cache);
     check_verdict(&first.verdict);

@@ -33,7 +33,7 @@ use crate::authn::{
     authenticate, challenge, realm, Context as Request, Decision, KeyWait, KeysFor, RequestTime, Verdict,
 };
 use crate::config::{FilterConfig, HttpUri, KeySource, RemoteJwks};
-use crate::extract::{find_tokens_in, is_owned_header, FoundToken};
+use crate::extract::{add_query_tokens, scan_headers, FoundToken, HeaderScan};
 use crate::headermap::{parse_pairs, text, Pairs};
 use crate::jwks::KeySet;
 use crate::keycache::Availability;
@@ -42,7 +42,7 @@ use crate::verify::Rejection;
 
 use host_signatures::EnvoySignatures;
 use metrics::Metrics;
-use request_headers::request_header_buffer;
+use request_headers::with_request_header_buffer;
 use shared_keys::RemoteKeys;
 
 /// A JWKS or discovery document larger than this is a failed fetch, not something to parse.
@@ -114,7 +114,7 @@ struct Fetch {
 struct WaitingRequest {
     context_id: u32,
     found: Vec<FoundToken<'static>>,
-    path: String,
+    path: Vec<u8>,
     realm: String,
     deadline_ms: u64,
 }
@@ -195,7 +195,7 @@ impl Plugin {
 
     /// The verdict for a request's tokens with the keys and cached tokens held now;
     /// `now_ms` is a recent reading of `self.clock`.
-    fn decide(&self, found: &[FoundToken<'_>], path: &str, now_ms: u64) -> Decision {
+    fn decide(&self, found: &[FoundToken<'_>], path: &[u8], now_ms: u64) -> Decision {
         let keys = |rule: usize| -> KeysFor<'_> {
             match (self.config.rules.get(rule).map(|r| &r.keys), self.remote(rule)) {
                 (Some(KeySource::Inline(keys)), _) => KeysFor::Ready { keys, generation: 0, may_refetch: false },
@@ -217,8 +217,11 @@ impl Plugin {
     /// Decides; a wait first re-reads the shared record (another worker may hold the keys
     /// already), then starts the fetches it needs. A wait with no fetch in flight (the
     /// dispatch failed, the refetch is throttled) is decided again, which then answers.
-    fn resolve(&mut self, found: &[FoundToken<'_>], path: &str, recent_ms: u64) -> Decision {
+    fn resolve(&mut self, found: &[FoundToken<'_>], path: &[u8], recent_ms: u64) -> Decision {
         let mut decision = self.decide(found, path, recent_ms);
+        if matches!(decision.verdict, Verdict::Allow(_)) && decision.newly_verified.is_empty() {
+            return decision; // a cached token: nothing to wait for, nothing to remember
+        }
         if matches!(decision.verdict, Verdict::Deny(Rejection::KeysUnavailable)) {
             // This VM re-reads the shared records at its tick (0.5 s when idle); another
             // worker may have loaded keys since. Look again before answering 401.
@@ -477,34 +480,36 @@ impl Plugin {
     /// The request path: strip owned headers, find tokens, decide, apply or pause.
     fn on_request(&mut self, context_id: u32) -> Action {
         self.current_context = context_id;
+        with_request_header_buffer(|buffer| self.on_request_headers(context_id, buffer))
+    }
+
+    /// [`Plugin::on_request`] on the serialized header map.
+    fn on_request_headers(&mut self, context_id: u32, buffer: &[u8]) -> Action {
         // Borrowed from the host's buffer: the SDK's readers copy every name and value (and
         // its string form panics on a value that is not UTF-8, which any client can send).
-        let buffer = request_header_buffer();
-        let headers = parse_pairs(&buffer).unwrap_or_else(|| {
+        let headers = parse_pairs(buffer).unwrap_or_else(|| {
             log::warn!("request headers from the host do not parse; reading none");
             Pairs::default()
         });
+        let HeaderScan { owned, path, tokens: mut found } = scan_headers(&self.config, headers.clone());
         // Before anything else: no client-supplied header the filter owns survives.
-        let mut stripped: Vec<&[u8]> = Vec::new();
-        for (name, _) in headers.clone() {
-            if is_owned_header(&self.config, name) && !stripped.contains(&name) {
-                // Owned names are ASCII; a name that is not UTF-8 is none of them.
-                if let Ok(text) = std::str::from_utf8(name) {
-                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, text, None);
-                }
-                stripped.push(name);
+        for name in owned {
+            // Owned names are ASCII; a name that is not UTF-8 is none of them.
+            if let Ok(text) = std::str::from_utf8(name) {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, text, None);
             }
         }
-        let header = |name: &str| {
-            headers.clone().find(|(n, _)| *n == name.as_bytes()).map_or(Cow::Borrowed(""), |(_, v)| text(v))
-        };
-        let path = header(":path");
-        let path = path.as_ref();
-        let found = find_tokens_in(&self.config.locations, headers.clone(), path);
+        add_query_tokens(&self.config.locations, path, &mut found);
         if found.is_empty() && !self.config.require_token {
             return Action::Continue;
         }
-        let realm = || realm(&header(":scheme"), &header(":authority"), path);
+        // Only a denial or a wait reads these (the realm of the challenge).
+        let realm = || {
+            let header = |name: &str| {
+                headers.clone().find(|(n, _)| *n == name.as_bytes()).map_or(Cow::Borrowed(""), |(_, v)| text(v))
+            };
+            realm(&header(":scheme"), &header(":authority"), &text(path))
+        };
         match self.resolve(&found, path, self.clock.recent()).verdict {
             Verdict::AwaitKeys(waits) => {
                 let now_ms = self.clock.read();
@@ -518,7 +523,7 @@ impl Plugin {
                 self.waiting.push(WaitingRequest {
                     context_id,
                     found: found.into_vec().into_iter().map(FoundToken::into_owned).collect(),
-                    path: path.to_string(),
+                    path: path.to_vec(),
                     realm: realm(),
                     deadline_ms: now_ms + u64::try_from(wait_for.as_millis()).unwrap_or(u64::MAX),
                 });

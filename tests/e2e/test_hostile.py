@@ -148,6 +148,39 @@ def test_custom_cap(custom_cap):
         assert echoed_headers(r)["x-jwt-claim.groups"] == "group1", length
 
 
+def test_header_maps_growing_and_shrinking_are_each_read_whole(hostile):
+    """The filter reads every request's headers into one buffer it keeps from request to
+    request, and grows when a request's headers do not fit (src/filter/request_headers.rs).
+    Requests whose header maps grow and shrink (the token, and a large header of no interest),
+    each with claims of its own, on one connection and on several at once, each get exactly
+    their own claims: nothing of an earlier request is read, nothing is cut short."""
+    pads = [0, 5600, 40, 3000, 5600, 0, 1500]  # tokens from ~0.9 to ~8.1 KB (under the cap)
+    cases = []
+    for i, pad in enumerate(pads):
+        group = f"group1,size{i}"  # group1: the seed routes /headers only for it
+        tok = valid(pad="p" * pad, groups=group.split(","))
+        assert len(tok) <= 8192
+        # Not a base64url character: no part of any token sent in this module looks like it.
+        filler = {"x-filler": "~" * (7000 if i % 3 == 1 else 10)}  # under gunicorn's 8190
+        cases.append((tok, group, filler))
+    for _ in range(2):
+        for tok, group, filler in cases:
+            r = get(hostile, "/headers", token=tok, headers=filler)
+            assert r.status_code == 200, (r.status_code, r.text[:200])
+            echoed = echoed_headers(r)
+            assert echoed["x-jwt-claim.groups"] == group
+            assert echoed["x-filler"] == filler["x-filler"]
+
+    def one(case):
+        tok, group, filler = case
+        r = get(hostile, "/headers", token=tok, headers=filler)
+        return r.status_code, echoed_headers(r).get("x-jwt-claim.groups") if r.status_code == 200 else None, group
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, cases * 6))
+    assert all(status == 200 and got == want for status, got, want in results), results
+
+
 # --- structure -------------------------------------------------------------------------------
 
 NOT_BASE64URL = {

@@ -44,10 +44,13 @@ impl RootContext for NoopRoot {
 #[path = "../../../src/filter/root_entry.rs"]
 mod root_entry;
 
+// The filter's own read of the request headers (and the allocator it lends its buffer through).
+#[path = "../../../src/filter/request_headers.rs"]
+mod request_headers;
+
 #[link(wasm_import_module = "env")]
 extern "C" {
-    // The ABI's (0.2.1) calls, as src/filter/request_headers.rs declares the first.
-    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    // The ABI's (0.2.1) calls.
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_add_header_map_value(
         map_type: u32,
@@ -73,15 +76,10 @@ fn rewrite_headers() {
     const TOKEN_HEADER: &[u8] = b"authorization";
     const CLAIM_HEADER: &[u8] = b"x-jwt-claim.groups";
     const CLAIM_VALUE: &[u8] = b"group1,group2";
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: as in src/filter/request_headers.rs: on success the host has handed over a
-    // buffer of `size` bytes it allocated through the SDK's `proxy_on_memory_allocate`; it is
-    // owned (and freed) here as the filter owns it. The other calls only read the slices.
+    // Read as the filter reads them, and not looked at.
+    request_headers::with_request_header_buffer(|_| ());
+    // SAFETY: the host only reads the slices passed.
     unsafe {
-        if proxy_get_header_map_pairs(REQUEST_HEADERS, &mut data, &mut size) == 0 && !data.is_null() {
-            drop(Vec::from_raw_parts(data, size, size));
-        }
         proxy_remove_header_map_value(REQUEST_HEADERS, TOKEN_HEADER.as_ptr(), TOKEN_HEADER.len());
         proxy_add_header_map_value(
             REQUEST_HEADERS,
