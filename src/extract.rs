@@ -129,18 +129,9 @@ pub fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
     headers: &'a [(N, V)],
     path: &'a str,
 ) -> FoundTokens<'a> {
-    find_tokens_in(locations, headers.iter().map(|(name, value)| (name.as_ref(), value.as_ref())), path)
-}
-
-/// [`find_tokens`] over headers walked in place.
-pub fn find_tokens_in<'a>(
-    locations: &[TokenLocation],
-    headers: impl Iterator<Item = Header<'a>>,
-    path: &'a str,
-) -> FoundTokens<'a> {
     let mut found = FoundTokens::default();
     for (name, value) in headers {
-        add_header_tokens(locations, name, value, &mut found);
+        add_header_tokens(locations, name.as_ref(), value.as_ref(), &mut found);
     }
     add_query_tokens(locations, path.as_bytes(), &mut found);
     found

@@ -13,9 +13,9 @@ use std::borrow::Cow;
 pub type Header<'a> = (&'a [u8], &'a [u8]);
 
 /// The pairs of a serialized header map, read in place: a cursor over the buffer, cheap to
-/// copy, walked once per question asked of the headers (owned names, the path, each token
-/// location). Neither a list nor a copy is made: on a cached token the list's allocation
-/// was a sixth of the filter's own work in the VM.
+/// copy. Neither a list nor a copy is made: on a cached token the list's allocation was a
+/// sixth of the filter's own work in the VM. A pair that does not fit the buffer ends the walk
+/// ([`Pairs::is_complete`] then says so).
 #[derive(Clone, Debug, Default)]
 pub struct Pairs<'a> {
     /// Name and value lengths (u32 LE each) of the pairs not yet read.
@@ -38,6 +38,23 @@ impl<'a> Iterator for Pairs<'a> {
 }
 
 impl<'a> Pairs<'a> {
+    /// The pairs of `buffer`, unchecked past the count: each is checked as it is walked. For
+    /// a walk that acts only once it has read them all (the request path's one walk);
+    /// otherwise [`parse_pairs`]. `None` if the count does not fit the buffer.
+    pub fn unchecked(buffer: &'a [u8]) -> Option<Pairs<'a>> {
+        if buffer.is_empty() {
+            return Some(Pairs::default());
+        }
+        let count = usize::try_from(read_u32(buffer, 0)?).ok()?;
+        let lengths_end = count.checked_mul(8)?.checked_add(4)?;
+        Some(Pairs { lengths: buffer.get(4..lengths_end)?, strings: buffer.get(lengths_end..)? })
+    }
+
+    /// After a walk: whether it read every pair (a pair that did not fit ended it early).
+    pub fn is_complete(&self) -> bool {
+        self.lengths.is_empty()
+    }
+
     /// The next string, whose length is `len` (u32 LE), and its NUL. `None` (and the cursor
     /// stops) past the end of the buffer.
     fn take(&mut self, len: &[u8]) -> Option<&'a [u8]> {
@@ -53,15 +70,10 @@ impl<'a> Pairs<'a> {
 /// here, whole, so every walk of the pairs sees all of them. Values become text where they
 /// are read ([`text`]); names are compared as bytes.
 pub fn parse_pairs(buffer: &[u8]) -> Option<Pairs<'_>> {
-    if buffer.is_empty() {
-        return Some(Pairs::default());
-    }
-    let count = usize::try_from(read_u32(buffer, 0)?).ok()?;
-    let lengths_end = count.checked_mul(8)?.checked_add(4)?;
-    let pairs = Pairs { lengths: buffer.get(4..lengths_end)?, strings: buffer.get(lengths_end..)? };
+    let pairs = Pairs::unchecked(buffer)?;
     let mut walk = pairs.clone();
-    while walk.next().is_some() {}
-    walk.lengths.is_empty().then_some(pairs)
+    walk.by_ref().for_each(drop);
+    walk.is_complete().then_some(pairs)
 }
 
 /// A header value as text: borrowed when valid UTF-8 (the fast, word-at-a-time check), lossy
@@ -137,6 +149,16 @@ mod tests {
                 panic!("truncated to {len} bytes yet parsed {:?}", pairs.collect::<Vec<_>>());
             }
         }
+        for len in 4..good.len() - 1 {
+            // Walked unchecked, a truncated buffer's walk says it is not complete.
+            if let Some(mut walk) = Pairs::unchecked(&good[..len]) {
+                walk.by_ref().for_each(drop);
+                assert!(!walk.is_complete(), "truncated to {len} bytes yet complete");
+            }
+        }
+        let mut walk = Pairs::unchecked(&good).unwrap();
+        walk.by_ref().for_each(drop);
+        assert!(walk.is_complete());
         let mut huge_count = good.clone();
         huge_count[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(parse_pairs(&huge_count).is_none());

@@ -34,7 +34,7 @@ use crate::authn::{
 };
 use crate::config::{FilterConfig, HttpUri, KeySource, RemoteJwks};
 use crate::extract::{add_query_tokens, scan_headers, FoundToken, HeaderScan};
-use crate::headermap::{parse_pairs, text, Pairs};
+use crate::headermap::{text, Pairs};
 use crate::jwks::KeySet;
 use crate::keycache::Availability;
 use crate::tokencache::TokenCache;
@@ -487,11 +487,17 @@ impl Plugin {
     fn on_request_headers(&mut self, context_id: u32, buffer: &[u8]) -> Action {
         // Borrowed from the host's buffer: the SDK's readers copy every name and value (and
         // its string form panics on a value that is not UTF-8, which any client can send).
-        let headers = parse_pairs(buffer).unwrap_or_else(|| {
-            log::warn!("request headers from the host do not parse; reading none");
-            Pairs::default()
+        // Checked as the one walk reads it, and acted on only if it read all of it: a buffer
+        // that does not parse counts as no headers, never as some of them.
+        let scanned = Pairs::unchecked(buffer).and_then(|headers| {
+            let mut walk = headers.clone();
+            let scan = scan_headers(&self.config, &mut walk);
+            walk.is_complete().then_some((headers, scan))
         });
-        let HeaderScan { owned, path, tokens: mut found } = scan_headers(&self.config, headers.clone());
+        let (headers, HeaderScan { owned, path, tokens: mut found }) = scanned.unwrap_or_else(|| {
+            log::warn!("request headers from the host do not parse; reading none");
+            (Pairs::default(), HeaderScan::default())
+        });
         // Before anything else: no client-supplied header the filter owns survives.
         for name in owned {
             // Owned names are ASCII; a name that is not UTF-8 is none of them.

@@ -54,39 +54,35 @@ pub extern "C" fn jcf_on_memory_allocate(size: usize) -> *mut u8 {
 
 /// Runs `read` on the serialized request header map (empty if the host has none to give).
 pub(super) fn with_request_header_buffer<R>(read: impl FnOnce(&[u8]) -> R) -> R {
-    HEADER_BUFFER.with(|kept| match kept.try_borrow_mut() {
-        Ok(mut kept) => {
+    HEADER_BUFFER.with(|kept| {
+        // Only a read nested in a read (nothing does that) finds it borrowed: it then gets a
+        // buffer of its own from the SDK's allocator.
+        let mut kept = kept.try_borrow_mut().ok();
+        if let Some(kept) = kept.as_mut() {
             kept.clear();
             if kept.capacity() > 0 {
                 LENT.set(Some((kept.as_mut_ptr(), kept.capacity())));
             }
-            let (data, size) = get_request_header_pairs();
-            LENT.set(None);
-            if data.is_null() {
-                read(&[])
-            } else if data == kept.as_mut_ptr() {
+        }
+        let (data, size) = get_request_header_pairs();
+        LENT.set(None);
+        match kept {
+            _ if data.is_null() => read(&[]),
+            Some(mut kept) if data.cast_const() == kept.as_ptr() => {
                 // SAFETY: the host wrote `size` bytes at the start of the lent buffer, which
                 // `jcf_on_memory_allocate` lent only if they fit its capacity.
                 unsafe { kept.set_len(size) };
                 read(&kept)
-            } else {
-                // SAFETY: a buffer of exactly `size` bytes the SDK allocated for the host, which
-                // hands it over: owned as the SDK's own readers own it, freed when dropped.
+            }
+            kept => {
+                // SAFETY: a buffer of exactly `size` bytes the SDK allocated for the host,
+                // which hands it over: owned as the SDK's own readers own it, freed when dropped.
                 let own = unsafe { Vec::from_raw_parts(data, size, size) };
-                // Too small (or the first read): lend a buffer that fits from now on.
-                kept.reserve(size);
+                if let Some(mut kept) = kept {
+                    kept.reserve(size); // too small, or the first read: it fits from now on
+                }
                 read(&own)
             }
-        }
-        // Only if a read were nested in a read (nothing does that): a buffer of its own.
-        Err(_) => {
-            let (data, size) = get_request_header_pairs();
-            if data.is_null() {
-                return read(&[]);
-            }
-            // SAFETY: as above, the SDK's allocation handed over by the host.
-            let own = unsafe { Vec::from_raw_parts(data, size, size) };
-            read(&own)
         }
     })
 }
