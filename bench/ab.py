@@ -7,11 +7,11 @@ VARIANT is a configuration of bench.py (native_cache, floor_wasm, noop_wasm, non
 NAME=path/to/module.wasm (this filter, built from another commit, say). Run scripts/bench.sh
 once first: it installs wrk and builds the no-op/floor module.
 
-bench.py starts each configuration's Envoy afresh and measures it for 10 s, one after the
-other; on this machine the speed of the whole machine drifts by ±15 % over minutes, which
-buries differences of a few percent. Here every Envoy (one worker each, all on the same CPU,
-the load generator on the other) stays up, and each round loads every one of them for
---seconds, in a shuffled order, so a slow minute slows all of them. Per variant: the median of
+bench.py's repeated-token workload interleaves its configurations the same way (every Envoy
+up at once, short shuffled loads); this script is for comparing modules (a build from another
+commit against this one, say), in Envoy CPU time per request. Every Envoy (one worker each,
+all on the same CPU, the load generator on the other) stays up, and each round loads every one
+of them for --seconds, in a shuffled order, so a slow minute slows all of them. Per variant: the median of
 the rounds' Envoy CPU µs per request, the overall figure (CPU time summed ÷ requests summed),
 and the ratio to the first variant paired round by round (its median and quartiles; > 1 means
 the variant needs less CPU than the first). The repeated token only: the cached path.

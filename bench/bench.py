@@ -5,10 +5,10 @@ Run it through scripts/bench.sh, which installs wrk and h2load first. Options: -
 
 What it does
 ------------
-For every round, every algorithm (RS256, ES256, EdDSA) and every configuration it starts a
-fresh Envoy with one worker, checks it, measures two workloads on it, and stops it:
+For every algorithm (RS256, ES256, EdDSA) and every configuration, Envoy with one worker on the
+same route and key set, checked before it is measured, under two workloads:
 
-  configurations (the order rotates from round to round, so none always runs first)
+  configurations
     none            Envoy with no auth filter
     native_cache    envoy.filters.http.jwt_authn with jwt_cache_config (size = --token-cache-size)
     native_nocache  envoy.filters.http.jwt_authn without jwt_cache_config (no cache)
@@ -29,11 +29,20 @@ fresh Envoy with one worker, checks it, measures two workloads on it, and stops 
 
   workloads
     repeated  one valid token in `Authorization: Bearer`, wrk, HTTP/1.1, --connections
-              keep-alive connections for --duration seconds
+              keep-alive connections. Interleaved: every configuration's Envoy is up at once,
+              and each of --repeated-rounds rounds (default 20) loads every one of them for
+              --duration seconds (default 2) in a shuffled order. This machine's speed drifts
+              by ±15 % over minutes; fresh Envoys measured one after the other for 10 s each
+              (this bench's first design) scattered ±7-24 % per configuration between rounds,
+              as much as the gaps being measured. Interleaved, a slow stretch slows every
+              configuration alike, and the ratio to native taken within each round is reported
+              too (median, quartiles).
     distinct  --tokens distinct valid tokens (default 20,000), each sent exactly once as
-              `?access_token=`, h2load -i. h2load walks its URI list from the top for each
-              connection, so "exactly once" needs a single connection: one h2c connection with
-              --connections concurrent streams (the same concurrency as the wrk run).
+              `?access_token=`, h2load -i, to a fresh Envoy (so every token is new to it and
+              its start-up RSS is the "before"), --rounds rounds (default 3), configurations in
+              rotating order so none always runs first. h2load walks its URI list from the top
+              for each connection, so "exactly once" needs a single connection: one h2c
+              connection with --connections concurrent streams (the same concurrency as wrk).
 
 Every configuration serves the same route, GET /status/200 → Envoy direct_response 200. The
 bench measures the cost of authentication, so there is no upstream: httpbin under gunicorn
@@ -67,6 +76,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -385,10 +395,10 @@ def envoy_config(kind: str, alg: str, port: int, admin_port: int, jwks_port: int
 
 class Envoy:
     def __init__(self, kind: str, alg: str, run_dir: Path, jwks_port: int, cache_size: int,
-                 cpu: str | None):
+                 cpu: str | None, tag: str = ""):
         self.kind, self.alg = kind, alg
         self.port, self.admin_port = free_port(), free_port()
-        self.name = f"{alg}-{kind}"
+        self.name = f"{alg}-{kind}{tag}"
         self.cfg_path = run_dir / f"envoy-{self.name}.yaml"
         self.log_path = run_dir / f"envoy-{self.name}.log"
         self.cfg_path.write_text(yaml.safe_dump(
@@ -632,14 +642,16 @@ class Bench:
             uris.unlink(missing_ok=True)
             lat.unlink(missing_ok=True)
 
-    def measure(self, env: Envoy, what: str, fn) -> dict:
-        """Runs one workload with RSS, CPU and counters around it, and judges it."""
+    def measure(self, env: Envoy, what: str, fn, check_allowed: bool = True) -> dict:
+        """Runs one workload with RSS, CPU and counters around it, and judges it. With
+        check_allowed False the caller checks the auth filter's "allowed" counter over several
+        runs at once (the filter reports it at its tick, so a per-run check has to wait)."""
         s0, rss0, cpu0 = env.stats(), env.rss_mib(), env.cpu_seconds()
         r = fn()
         if not env.alive():
             raise RuntimeError(f"Envoy died during {what}:\n{tail(env.log_path)}")
         cpu1, rss1 = env.cpu_seconds(), env.rss_mib()
-        if env.kind == "filter":
+        if env.kind == "filter" and check_allowed:
             time.sleep(0.7)  # the filter reports allowed requests at its tick (0.5 s)
         s1 = env.stats()
         d = {k: s1.get(k, 0) - s0.get(k, 0) for k in set(s0) | set(s1)}
@@ -663,7 +675,7 @@ class Bench:
             issues.append(f"load generator errors: {r['socket_detail']}")
         if "total" in r and r["succeeded"] != r["total"]:
             issues.append(f"h2load: {r['socket_detail']}")
-        allowed = allowed_counter(env.kind, d)
+        allowed = allowed_counter(env.kind, d) if check_allowed else None
         if allowed is not None:
             r["verified"] = allowed
             if allowed < ok2xx:
@@ -692,7 +704,72 @@ class Bench:
             busy = cpu_busy(1)
         self.waited += time.monotonic() - t0
 
-    def run_one(self, rnd: int, alg: str, kind: str) -> dict:
+    def run_repeated(self, alg: str, kinds: list[str]) -> None:
+        """The repeated-token workload, interleaved: every configuration's Envoy is up at once
+        (one worker each, all on the Envoy CPU, idle while another is loaded), and each of
+        --repeated-rounds rounds loads every one of them for --duration seconds in a shuffled
+        order. The speed of this machine drifts by ±15 % over minutes (other tenants); a slow
+        stretch now slows every configuration of the rounds it spans instead of whichever one
+        happened to run then, so the medians and the per-round ratios compare like with like."""
+        results = self.results[alg]["repeated"]
+        envs: dict[str, Envoy] = {}
+        before: dict[str, dict[str, int]] = {}
+        n_rounds = self.args.repeated_rounds
+        try:
+            for kind in kinds:
+                env = Envoy(kind, alg, self.run_dir, self.jwks_port, self.args.token_cache_size,
+                            self.envoy_cpu, tag="-repeated")
+                try:
+                    env.start()
+                    self.check(env, alg)
+                    self.wrk(env, self.tokens[alg].repeated, 1)  # warm-up: JIT tiers, pools, caches
+                    before[kind] = env.stats()
+                except RuntimeError as e:
+                    env.stop()
+                    self.fail(alg, "repeated", kind, None, str(e))
+                    continue
+                envs[kind] = env
+            for rnd in range(n_rounds):
+                self.wait_idle()
+                order = list(envs)
+                random.shuffle(order)
+                line = []
+                for kind in order:
+                    env = envs[kind]
+                    try:
+                        r = self.measure(env, "repeated", lambda: self.wrk(
+                            env, self.tokens[alg].repeated, self.args.duration), check_allowed=False)
+                    except RuntimeError as e:
+                        self.fail(alg, "repeated", kind, rnd, str(e))
+                        env.stop()
+                        del envs[kind]
+                        continue
+                    r["round"] = rnd
+                    results[kind].append(r)
+                    for msg in r["issues"]:
+                        self.problems.append(f"repeated round {rnd + 1} {alg} {kind}: {msg}")
+                    line.append(f"{kind} {r['rps']:,.0f}" + (" !!" if r["issues"] else ""))
+                log(f"  repeated {alg} round {rnd + 1:2}/{n_rounds}  req/s  " + "  ".join(line))
+            # Every request of the rounds verified: the auth filters' "allowed" counters grew by
+            # the 2xx count (the filter reports at its 0.5 s tick).
+            time.sleep(0.7)
+            for kind, env in envs.items():
+                after = env.stats()
+                d = {k: after.get(k, 0) - before[kind].get(k, 0) for k in set(after) | set(before[kind])}
+                allowed = allowed_counter(kind, d)
+                ok2xx = d.get("http.bench.downstream_rq_2xx", 0)
+                if allowed is not None and allowed < ok2xx:
+                    self.problems.append(f"repeated {alg} {kind}: only {allowed} of {ok2xx} 2xx requests "
+                                         "were verified by the auth filter")
+                for r in results[kind]:
+                    r["verified_phase"] = allowed
+        finally:
+            for env in envs.values():
+                env.stop()
+
+    def run_distinct(self, rnd: int, alg: str, kind: str) -> dict:
+        """The distinct-token workload on a fresh Envoy: every token is new to it, and its
+        start-up RSS is the "before"."""
         self.wait_idle()
         env = Envoy(kind, alg, self.run_dir, self.jwks_port, self.args.token_cache_size, self.envoy_cpu)
         try:
@@ -700,11 +777,15 @@ class Bench:
             self.check(env, alg)
             t = self.tokens[alg]
             self.wrk(env, t.repeated, 1)  # warm-up: JIT tiers, connection pools, caches
-            rep = self.measure(env, "repeated", lambda: self.wrk(env, t.repeated, self.args.duration))
-            dis = self.distinct(env, t.distinct(0, self.args.tokens), "distinct", f"r{rnd}")
-            return {"repeated": rep, "distinct": dis}
+            return self.distinct(env, t.distinct(0, self.args.tokens), "distinct", f"r{rnd}")
         finally:
             env.stop()
+
+    def fail(self, alg: str, workload: str, kind: str, rnd: int | None, msg: str) -> None:
+        where = f"{workload} {alg} {kind}" + ("" if rnd is None else f" round {rnd + 1}")
+        log(f"  {where} FAILED: {msg}")
+        self.problems.append(f"{where}: {msg.splitlines()[0]}")
+        self.results[alg][workload][kind].append({"error": msg.splitlines()[0]})
 
     def run_rss100k(self, alg: str) -> None:
         """RSS while 100,000 distinct tokens go through one Envoy, 20,000 at a time."""
@@ -734,34 +815,27 @@ class Bench:
     # -- the whole run -------------------------------------------------------------------------
     def run(self, algs: list[str], kinds: list[str]) -> None:
         for alg in algs:
-            self.results[alg] = {k: [] for k in kinds}
-        total = self.args.rounds * len(algs) * len(kinds)
-        n = 0
-        for rnd in range(self.args.rounds):
-            order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
-            for alg in algs:
-                for kind in order:
-                    n += 1
-                    tag = f"[{n}/{total}] round {rnd + 1} {alg:5} {kind:14}"
+            self.results[alg] = {w: {k: [] for k in kinds} for w in ("repeated", "distinct")}
+        for alg in algs:
+            log(f"{alg}: repeated token, {len(kinds)} Envoys up at once, {self.args.repeated_rounds} rounds × "
+                f"{self.args.duration:g} s each, shuffled")
+            self.run_repeated(alg, kinds)
+            log(f"{alg}: {self.args.tokens:,} distinct tokens, a fresh Envoy per run, {self.args.rounds} rounds")
+            for rnd in range(self.args.rounds):
+                # Rotating order, so that no configuration always runs first.
+                for kind in kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]:
                     try:
-                        res = self.run_one(rnd, alg, kind)
+                        r = self.run_distinct(rnd, alg, kind)
                     except RuntimeError as e:
-                        msg = str(e)
-                        log(f"{tag} FAILED: {msg}")
-                        self.problems.append(f"round {rnd + 1} {alg} {kind}: {msg.splitlines()[0]}")
-                        self.results[alg][kind].append({"error": msg.splitlines()[0]})
+                        self.fail(alg, "distinct", kind, rnd, str(e))
                         continue
-                    self.results[alg][kind].append(res)
-                    parts = []
-                    for w in ("repeated", "distinct"):
-                        r = res[w]
-                        parts.append(f"{w} {r['rps']:>9,.0f} req/s p50 {fmt_ms(r['p50_ms'])} p99 {fmt_ms(r['p99_ms'])}"
-                                     f" RSS {r['rss_before']:.1f}→{r['rss_after']:.1f} cpu {r['envoy_cpu']:.0%}")
-                        for msg in r["issues"]:
-                            self.problems.append(f"round {rnd + 1} {alg} {kind} {w}: {msg}")
-                    flag = "  !! " + "; ".join(res["repeated"]["issues"] + res["distinct"]["issues"]) \
-                        if res["repeated"]["issues"] or res["distinct"]["issues"] else ""
-                    log(f"{tag} " + " | ".join(parts) + flag)
+                    self.results[alg]["distinct"][kind].append(r)
+                    for msg in r["issues"]:
+                        self.problems.append(f"distinct round {rnd + 1} {alg} {kind}: {msg}")
+                    log(f"  distinct {alg} round {rnd + 1} {kind:14} {r['rps']:>9,.0f} req/s p50 "
+                        f"{fmt_ms(r['p50_ms'])} p99 {fmt_ms(r['p99_ms'])} RSS {r['rss_before']:.1f}→"
+                        f"{r['rss_after']:.1f} cpu {r['envoy_cpu']:.0%}"
+                        + ("  !! " + "; ".join(r["issues"]) if r["issues"] else ""))
         if self.args.rss_100k:
             log(f"RSS after {RSS_TOTAL:,} distinct tokens ({algs[0]}, tokenCacheSize {self.args.token_cache_size}):")
             self.run_rss100k(algs[0])
@@ -780,13 +854,26 @@ def med(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarize(runs: list[dict], workload: str) -> dict | None:
-    ok = [r[workload] for r in runs if "error" not in r]
+def summarize(runs: list[dict], one_envoy: bool) -> dict | None:
+    """Medians over the rounds. one_envoy: the runs are rounds on the same Envoy (the
+    repeated workload), so RSS is the first round's "before" and the last round's "after"."""
+    ok = [r for r in runs if "error" not in r]
     if not ok:
         return None
     keys = ("rps", "p50_ms", "p99_ms", "rss_before", "rss_after", "envoy_cpu", "rps_per_cpu")
-    return {k: med([r.get(k) for r in ok]) for k in keys} \
-        | {"n": len(ok), "rps_all": [r["rps"] for r in ok], "valid": all(not r["issues"] for r in ok)}
+    s = {k: med([r.get(k) for r in ok]) for k in keys}
+    if one_envoy:
+        s.update(rss_before=ok[0]["rss_before"], rss_after=ok[-1]["rss_after"])
+    return s | {"n": len(ok), "rps_all": [r["rps"] for r in ok], "valid": all(not r["issues"] for r in ok),
+                "by_round": {r.get("round"): r for r in ok}}
+
+
+def paired(num: dict | None, den: dict | None, key: str = "rps") -> list[float]:
+    """num ÷ den round by round, over the rounds both measured (the repeated workload)."""
+    if not num or not den:
+        return []
+    return [num["by_round"][i][key] / den["by_round"][i][key] for i in sorted(set(num["by_round"]) & set(den["by_round"]))
+            if i is not None and num["by_round"][i].get(key) and den["by_round"][i].get(key)]
 
 
 def machine() -> dict:
@@ -861,11 +948,13 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
         "",
         f"Every configuration serves `GET /status/200` as an Envoy `direct_response` (no upstream). "
         f"**Repeated**: one valid token in `Authorization: Bearer`, wrk {mach['wrk']}, HTTP/1.1, "
-        f"{a.connections} connections, {a.duration:g} s. **Distinct**: {a.tokens:,} distinct valid tokens, each "
+        f"{a.connections} connections; every configuration's Envoy up at once, {a.repeated_rounds} rounds, each "
+        f"loading every Envoy for {a.duration:g} s in a shuffled order (medians over the rounds; RSS before the "
+        f"first round → after the last). **Distinct**: {a.tokens:,} distinct valid tokens, each "
         f"sent once as `?access_token=`, h2load {mach['h2load']}, one h2c connection with {a.connections} "
-        f"concurrent streams. Medians of {a.rounds} round{'s' if a.rounds != 1 else ''}, configurations in "
-        f"rotating order (± is half the range of req/s over the rounds); latency in ms; RSS of the Envoy "
-        f"process (VmRSS, MiB) before → after the workload.",
+        f"concurrent streams, a fresh Envoy per run (RSS from its start), {a.rounds} round"
+        f"{'s' if a.rounds != 1 else ''} in rotating order (medians). ± is half the range of req/s over the "
+        f"rounds; latency in ms; RSS of the Envoy process (VmRSS, MiB) before → after the workload.",
         "",
         "| alg | configuration | repeated req/s | p50 | p99 | RSS MiB | distinct req/s | p50 | p99 | RSS MiB |",
         "|---|---|--:|--:|--:|---|--:|--:|--:|---|",
@@ -874,10 +963,10 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
     for alg in algs:
         summaries[alg] = {}
         for kind in kinds:
-            runs = bench.results[alg][kind]
             row = [alg, LABELS[kind]]
             for w in ("repeated", "distinct"):
-                s = summarize(runs, w)
+                runs = bench.results[alg][w][kind]
+                s = summarize(runs, one_envoy=w == "repeated")
                 summaries[alg][f"{kind}/{w}"] = s
                 if s is None:
                     err = next((r["error"] for r in runs if "error" in r), "no result")
@@ -923,18 +1012,37 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
 
         L += ["", "Ratios of the medians (req/s), with the targets of issue 5:", ""]
         L += ratio_table("rps", True)
-        for num, num_label in (("filter", "filter"), ("floor_wasm", "floor-wasm")):
-            paired = []
+        # The repeated workload's rounds load every Envoy within seconds of each other, so a
+        # ratio taken within each round cancels the machine's drift; its median and quartiles
+        # say how steady the ratio of the medians above is.
+        pair_cols = [(num, label, key) for num, label in (("filter", "filter"), ("floor_wasm", "floor-wasm"))
+                     if num in kinds and "native_cache" in kinds
+                     for key in ("rps", "rps_per_cpu")]
+        if pair_cols:
+            def spread(ratios: list[float]) -> str:
+                if not ratios:
+                    return "–"
+                q = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else [min(ratios), 0, max(ratios)]
+                return f"{statistics.median(ratios):.3f} ({q[0]:.2f}–{q[2]:.2f})"
+            L += ["", "Repeated token, the ratio to native + cache taken within each round (every Envoy up at "
+                  "once, loaded one after the other within seconds), median over the rounds (quartiles):", "",
+                  "| alg | rounds | " + " | ".join(f"{label} / native + cache{' per CPU-second' if key != 'rps' else ''}"
+                                                  for _, label, key in pair_cols) + " |",
+                  "|---|--:|" + "--:|" * len(pair_cols)]
+            pooled: dict[int, list[float]] = {i: [] for i in range(len(pair_cols))}
             for alg in algs:
-                f, n = summaries[alg].get(f"{num}/repeated"), summaries[alg].get("native_cache/repeated")
-                if f and n and len(f["rps_all"]) == len(n["rps_all"]) == a.rounds:
-                    per_round = [x / y for x, y in zip(f["rps_all"], n["rps_all"]) if y]
-                    if per_round:
-                        paired.append(f"{alg} " + " ".join(f"{r:.2f}" for r in per_round)
-                                      + f" (median {statistics.median(per_round):.2f})")
-            if paired:
-                L += ["", f"Repeated token, {num_label} / native + cache within each round (one after the "
-                      "other, not at once): " + "; ".join(paired) + "."]
+                cells, n_rounds = [], 0
+                for i, (num, _, key) in enumerate(pair_cols):
+                    ratios = paired(summaries[alg].get(f"{num}/repeated"),
+                                    summaries[alg].get("native_cache/repeated"), key)
+                    pooled[i] += ratios
+                    n_rounds = max(n_rounds, len(ratios))
+                    cells.append(spread(ratios))
+                L.append(f"| {alg} | {n_rounds} | " + " | ".join(cells) + " |")
+            if len(algs) > 1:
+                # A cached request takes the same path whatever the algorithm.
+                L.append(f"| all ({' + '.join(algs)}) | {len(pooled[0])} | "
+                         + " | ".join(spread(pooled[i]) for i in range(len(pair_cols))) + " |")
         L += ["", "The same ratios per Envoy CPU-second (requests ÷ CPU time Envoy used; less sensitive to "
               "other load on the machine):", ""]
         L += ratio_table("rps_per_cpu", False)
@@ -1020,9 +1128,15 @@ def main(argv: list[str] | None = None) -> int:
         description="jwt-claims-filter vs Envoy's native jwt_authn, side by side (issue 5). "
                     "Writes the markdown table to bench/latest.md.",
         epilog="Configurations: " + ", ".join(f"{k} ({v})" for k, v in LABELS.items()))
-    ap.add_argument("--rounds", type=int, default=3, help="rounds; configurations alternate (default 3)")
-    ap.add_argument("--duration", type=int, default=10, help="seconds of the repeated-token wrk run (default 10)")
-    ap.add_argument("--quick", action="store_true", help="smoke check: 1 round, 3 s (explicit options win)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of the distinct-token workload, a fresh Envoy per configuration and round, "
+                         "in rotating order (default 3)")
+    ap.add_argument("--repeated-rounds", type=int, default=20,
+                    help="rounds of the repeated-token workload, every Envoy up at once, shuffled (default 20)")
+    ap.add_argument("--duration", type=int, default=2,
+                    help="seconds each configuration is loaded per repeated-token round (default 2)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke check: 1 distinct round, 2 repeated rounds of 1 s (explicit options win)")
     ap.add_argument("--alg", choices=ALGS + ("all",), default="all", help="algorithm(s) (default all)")
     ap.add_argument("--tokens", type=int, default=20000, help="distinct tokens per run (default 20000)")
     ap.add_argument("--connections", type=int, default=16,
@@ -1044,13 +1158,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         if "--rounds" not in explicit:
             args.rounds = 1
+        if "--repeated-rounds" not in explicit:
+            args.repeated_rounds = 2
         if "--duration" not in explicit:
-            args.duration = 3
+            args.duration = 1
     kinds = [k.strip() for k in args.configs.split(",") if k.strip()]
     if not kinds or any(k not in KINDS for k in kinds):
         ap.error(f"--configs takes a subset of {','.join(KINDS)}")
-    if args.rounds < 1 or args.duration <= 0 or args.tokens < 1 or args.connections < 1 or args.token_cache_size < 0:
-        ap.error("--rounds, --duration, --tokens and --connections must be positive, --token-cache-size >= 0")
+    if args.rounds < 1 or args.repeated_rounds < 1 or args.duration <= 0 or args.tokens < 1 or args.connections < 1 or args.token_cache_size < 0:
+        ap.error("--rounds, --repeated-rounds, --duration, --tokens and --connections must be positive, --token-cache-size >= 0")
     algs = list(ALGS) if args.alg == "all" else [args.alg]
     for tool in ("wrk", "h2load"):
         if not shutil.which(tool):
@@ -1086,8 +1202,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"note: load average {' '.join(mach['loadavg'])} — something else is using the CPUs; "
             "numbers will be noisy")
     bench = Bench(args, run_dir)
-    log(f"bench: {args.rounds} round(s) × {len(algs)} alg(s) × {len(kinds)} configurations, repeated "
-        f"{args.duration:g} s + {args.tokens:,} distinct tokens each; logs in {run_dir.relative_to(ROOT)}")
+    log(f"bench: {len(algs)} alg(s) × {len(kinds)} configurations; repeated token {args.repeated_rounds} "
+        f"round(s) × {args.duration:g} s, {args.tokens:,} distinct tokens × {args.rounds} round(s); "
+        f"logs in {run_dir.relative_to(ROOT)}")
     if bench.envoy_cpu is None:
         log("note: not pinning (no taskset, one CPU, or --no-pin)")
     try:
