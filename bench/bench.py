@@ -729,6 +729,7 @@ class Bench:
                     self.fail(alg, "repeated", kind, None, str(e))
                     continue
                 envs[kind] = env
+            t0 = time.monotonic()
             for rnd in range(n_rounds):
                 self.wait_idle()
                 order = list(envs)
@@ -736,6 +737,7 @@ class Bench:
                 line = []
                 for kind in order:
                     env = envs[kind]
+                    started = time.monotonic()
                     try:
                         r = self.measure(env, "repeated", lambda: self.wrk(
                             env, self.tokens[alg].repeated, self.args.duration), check_allowed=False)
@@ -745,6 +747,7 @@ class Bench:
                         del envs[kind]
                         continue
                     r["round"] = rnd
+                    r["started_s"] = round(started - t0, 2)  # seconds into the workload
                     results[kind].append(r)
                     for msg in r["issues"]:
                         self.problems.append(f"repeated round {rnd + 1} {alg} {kind}: {msg}")

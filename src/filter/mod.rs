@@ -30,10 +30,10 @@ use proxy_wasm::traits::{Context, RootContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::authn::{
-    authenticate, challenge, realm, Context as Request, Decision, KeyWait, KeysFor, RequestTime, Verdict,
+    authenticate, challenge, realm, Context as Request, Decision, Grant, KeyWait, KeysFor, RequestTime, Verdict,
 };
 use crate::config::{FilterConfig, HttpUri, KeySource, RemoteJwks};
-use crate::extract::{add_query_tokens, scan_headers, FoundToken, HeaderScan};
+use crate::extract::{add_query_tokens, scan_headers, FoundToken, FoundTokens, HeaderScan};
 use crate::headermap::{text, Pairs};
 use crate::jwks::KeySet;
 use crate::keycache::Availability;
@@ -218,10 +218,17 @@ impl Plugin {
     /// already), then starts the fetches it needs. A wait with no fetch in flight (the
     /// dispatch failed, the refetch is throttled) is decided again, which then answers.
     fn resolve(&mut self, found: &[FoundToken<'_>], path: &[u8], recent_ms: u64) -> Decision {
-        let mut decision = self.decide(found, path, recent_ms);
+        let decision = self.decide(found, path, recent_ms);
         if matches!(decision.verdict, Verdict::Allow(_)) && decision.newly_verified.is_empty() {
             return decision; // a cached token: nothing to wait for, nothing to remember
         }
+        self.resolve_further(decision, found, path, recent_ms)
+    }
+
+    /// [`Plugin::resolve`] past a cached token, out of line (the code a cached request runs
+    /// is fetched again on every request: README "Performance").
+    #[inline(never)]
+    fn resolve_further(&mut self, mut decision: Decision, found: &[FoundToken<'_>], path: &[u8], recent_ms: u64) -> Decision {
         if matches!(decision.verdict, Verdict::Deny(Rejection::KeysUnavailable)) {
             // This VM re-reads the shared records at its tick (0.5 s when idle); another
             // worker may have loaded keys since. Look again before answering 401.
@@ -441,21 +448,34 @@ impl Plugin {
     fn apply(&self, verdict: Verdict, realm: &str) -> Action {
         match verdict {
             Verdict::PassWithoutToken => Action::Continue,
-            Verdict::Allow(grant) => {
-                for name in &grant.remove_headers {
-                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
-                }
-                // Add, not replace: every header a grant writes is one the filter owns, removed
-                // from the request on arrival, and adding spares Envoy a lookup.
-                for (name, value) in &grant.set_headers {
-                    let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
-                }
-                if let Some(path) = &grant.new_path {
-                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
-                }
-                self.metrics.allowed();
-                Action::Continue
-            }
+            Verdict::Allow(grant) => self.allow(&grant),
+            verdict => self.refuse(verdict, realm),
+        }
+    }
+
+    /// Writes a grant into the request, which goes on.
+    fn allow(&self, grant: &Grant) -> Action {
+        for name in &grant.remove_headers {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+        }
+        // Add, not replace: every header a grant writes is one the filter owns, removed
+        // from the request on arrival, and adding spares Envoy a lookup.
+        for (name, value) in &grant.set_headers {
+            let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
+        }
+        if let Some(path) = &grant.new_path {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
+        }
+        self.metrics.allowed();
+        Action::Continue
+    }
+
+    /// Answers a denial (out of line: README "Performance" on code a request runs).
+    #[inline(never)]
+    fn refuse(&self, verdict: Verdict, realm: &str) -> Action {
+        match verdict {
+            Verdict::Allow(grant) => self.allow(&grant),
+            Verdict::PassWithoutToken => Action::Continue,
             Verdict::Deny(rejection) => {
                 self.deny(rejection, realm);
                 Action::Pause
@@ -494,10 +514,7 @@ impl Plugin {
             let scan = scan_headers(&self.config, &mut walk);
             walk.is_complete().then_some((headers, scan))
         });
-        let (headers, HeaderScan { owned, path, tokens: mut found }) = scanned.unwrap_or_else(|| {
-            log::warn!("request headers from the host do not parse; reading none");
-            (Pairs::default(), HeaderScan::default())
-        });
+        let (headers, HeaderScan { owned, path, tokens: mut found }) = scanned.unwrap_or_else(unreadable_headers);
         // Before anything else: no client-supplied header the filter owns survives.
         for name in owned {
             // Owned names are ASCII; a name that is not UTF-8 is none of them.
@@ -509,14 +526,25 @@ impl Plugin {
         if found.is_empty() && !self.config.require_token {
             return Action::Continue;
         }
-        // Only a denial or a wait reads these (the realm of the challenge).
+        match self.resolve(&found, path, self.clock.recent()).verdict {
+            Verdict::Allow(grant) => self.allow(&grant),
+            Verdict::PassWithoutToken => Action::Continue,
+            verdict => self.wait_or_deny(context_id, verdict, found, path, headers),
+        }
+    }
+
+    /// [`Plugin::on_request_headers`] for a request that waits for keys or is denied, out of
+    /// line like [`Plugin::resolve_further`].
+    #[inline(never)]
+    fn wait_or_deny(&mut self, context_id: u32, verdict: Verdict, found: FoundTokens<'_>, path: &[u8], headers: Pairs<'_>) -> Action {
+        // The realm of the challenge.
         let realm = || {
             let header = |name: &str| {
                 headers.clone().find(|(n, _)| *n == name.as_bytes()).map_or(Cow::Borrowed(""), |(_, v)| text(v))
             };
             realm(&header(":scheme"), &header(":authority"), &text(path))
         };
-        match self.resolve(&found, path, self.clock.recent()).verdict {
+        match verdict {
             Verdict::AwaitKeys(waits) => {
                 let now_ms = self.clock.read();
                 let wait_for = waits
@@ -561,6 +589,14 @@ impl Plugin {
         self.wake_waiting(now_ms, root_id);
         self.set_tick(now_ms);
     }
+}
+
+/// What a request whose header map does not parse is read as: no headers.
+#[cold]
+#[inline(never)]
+fn unreadable_headers<'a>() -> (Pairs<'a>, HeaderScan<'a>) {
+    log::warn!("request headers from the host do not parse; reading none");
+    (Pairs::default(), HeaderScan::default())
 }
 
 /// The cluster for a discovered `jwks_uri`: the configured one when the JWKS lives on the

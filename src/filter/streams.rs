@@ -52,23 +52,26 @@ pub extern "C" fn jcf_on_request_headers(context_id: u32, _num_headers: u32, _en
     let action = match plugin_of_stream() {
         Some(plugin) => match plugin.try_borrow_mut() {
             Ok(mut plugin) => plugin.on_request(context_id),
-            Err(_) => {
-                // Cannot happen (one thread, no re-entry); fail closed if it ever does.
-                let _ = hostcalls::send_http_response(500, vec![], Some(b"jwt filter busy\n"));
-                Action::Pause
-            }
+            // Cannot happen (one thread, no re-entry); fail closed if it ever does.
+            Err(_) => fail_closed(context_id, "jwt filter busy\n"),
         },
-        None => {
-            // A root whose configuration was rejected has no plugin, and Envoy does not run a
-            // filter whose configuration failed; fail closed rather than let a request pass
-            // unchecked if it ever does.
-            log::error!("request {context_id}: no configured filter for it; answering 500");
-            let _ = hostcalls::send_http_response(500, vec![], Some(b"jwt filter not configured\n"));
-            Action::Pause
-        }
+        // A root whose configuration was rejected has no plugin, and Envoy does not run a
+        // filter whose configuration failed; fail closed rather than let a request pass
+        // unchecked if it ever does.
+        None => fail_closed(context_id, "jwt filter not configured\n"),
     };
     // The SDK's enum is the ABI's value (`repr(u32)`).
     action as u32
+}
+
+/// Answers 500 to a request the filter cannot decide (out of line: the request path's code
+/// is fetched again on every request, README "Performance").
+#[cold]
+#[inline(never)]
+fn fail_closed(context_id: u32, why: &str) -> Action {
+    log::error!("request {context_id}: {}; answering 500", why.trim_end());
+    let _ = hostcalls::send_http_response(500, vec![], Some(why.as_bytes()));
+    Action::Pause
 }
 
 /// The plugin of the stream whose callback is running: the only one, or among several the
