@@ -325,6 +325,11 @@ def envoy_config(kind: str, alg: str, port: int, admin_port: int, jwks_port: int
             "remote_jwks": {
                 "http_uri": {"uri": jwks_uri, "cluster": "jwks", "timeout": "5s"},
                 "cache_duration": "300s",
+                # Fetched by the main thread before the listener starts and refreshed there
+                # when it expires, as the filter fetches off the request path. Without it,
+                # the first requests after every 300 s fetch the key set themselves, and
+                # some got 401 in the repeated workload's long-lived Envoys.
+                "async_fetch": {},
             },
             # The filter's defaults, spelled out: Authorization: Bearer and ?access_token=
             # (an explicit from_headers/from_params replaces jwt_authn's defaults).
