@@ -51,7 +51,8 @@ bottleneck, and any upstream would compete with Envoy and the load generator for
 machine's cores. /status/200 is routed without claims, so all six configurations take the
 same route and return the same response; the auth filters still do their full work (verify,
 write x-jwt-claim.groups, clear the route cache, strip the token header), and native jwt_authn
-is configured to do the same (claim_to_headers for groups, clear_route_cache, forward: false).
+is configured to do the same (claim_to_headers for groups, clear_route_cache, forward: false),
+with its key set fetched off the request path as the filter's is (async_fetch).
 Routing on the claim (/headers with group1) would 404 in the no-filter configuration and make
 the baseline answer something else than the others.
 
@@ -715,65 +716,88 @@ class Bench:
         --repeated-rounds rounds loads every one of them for --duration seconds in a shuffled
         order. The speed of this machine drifts by ±15 % over minutes (other tenants); a slow
         stretch now slows every configuration of the rounds it spans instead of whichever one
-        happened to run then, so the medians and the per-round ratios compare like with like."""
-        results = self.results[alg]["repeated"]
-        envs: dict[str, Envoy] = {}
-        before: dict[str, dict[str, int]] = {}
+        happened to run then, so the medians and the per-round ratios compare like with like.
+
+        Every --restart-every rounds all of them are started afresh: one Envoy process runs
+        faster or slower than another of the same configuration by a few percent for its
+        whole life (where its code and data landed in memory), which interleaving cannot
+        average out; several processes per configuration do."""
         n_rounds = self.args.repeated_rounds
-        try:
-            for kind in kinds:
-                env = Envoy(kind, alg, self.run_dir, self.jwks_port, self.args.token_cache_size,
-                            self.envoy_cpu, tag="-repeated")
-                try:
-                    env.start()
-                    self.check(env, alg)
-                    self.wrk(env, self.tokens[alg].repeated, 1)  # warm-up: JIT tiers, pools, caches
-                    before[kind] = env.stats()
-                except RuntimeError as e:
+        every = self.args.restart_every or n_rounds
+        failed: set[str] = set()  # configurations that failed: not started again
+        t0 = time.monotonic()
+        for first in range(0, n_rounds, every):
+            envs: dict[str, Envoy] = {}
+            try:
+                before = self.start_repeated(alg, kinds, failed, envs, first // every)
+                for rnd in range(first, min(first + every, n_rounds)):
+                    self.repeated_round(alg, rnd, n_rounds, envs, failed, t0)
+                self.check_verified(alg, envs, before)
+            finally:
+                for env in envs.values():
                     env.stop()
-                    self.fail(alg, "repeated", kind, None, str(e))
-                    continue
-                envs[kind] = env
-            t0 = time.monotonic()
-            for rnd in range(n_rounds):
-                self.wait_idle()
-                order = list(envs)
-                random.shuffle(order)
-                line = []
-                for kind in order:
-                    env = envs[kind]
-                    started = time.monotonic()
-                    try:
-                        r = self.measure(env, "repeated", lambda: self.wrk(
-                            env, self.tokens[alg].repeated, self.args.duration), check_allowed=False)
-                    except RuntimeError as e:
-                        self.fail(alg, "repeated", kind, rnd, str(e))
-                        env.stop()
-                        del envs[kind]
-                        continue
-                    r["round"] = rnd
-                    r["started_s"] = round(started - t0, 2)  # seconds into the workload
-                    results[kind].append(r)
-                    for msg in r["issues"]:
-                        self.problems.append(f"repeated round {rnd + 1} {alg} {kind}: {msg}")
-                    line.append(f"{kind} {r['rps']:,.0f}" + (" !!" if r["issues"] else ""))
-                log(f"  repeated {alg} round {rnd + 1:2}/{n_rounds}  req/s  " + "  ".join(line))
-            # Every request of the rounds verified: the auth filters' "allowed" counters grew by
-            # the 2xx count (the filter reports at its 0.5 s tick).
-            time.sleep(0.7)
-            for kind, env in envs.items():
-                after = env.stats()
-                d = {k: after.get(k, 0) - before[kind].get(k, 0) for k in set(after) | set(before[kind])}
-                allowed = allowed_counter(kind, d)
-                ok2xx = d.get("http.bench.downstream_rq_2xx", 0)
-                if allowed is not None and allowed < ok2xx:
-                    self.problems.append(f"repeated {alg} {kind}: only {allowed} of {ok2xx} 2xx requests "
-                                         "were verified by the auth filter")
-                for r in results[kind]:
-                    r["verified_phase"] = allowed
-        finally:
-            for env in envs.values():
+
+    def start_repeated(self, alg: str, kinds: list[str], failed: set[str], envs: dict[str, Envoy],
+                       generation: int) -> dict[str, dict[str, int]]:
+        """Starts, checks and warms up an Envoy per configuration into `envs`; their counters."""
+        before: dict[str, dict[str, int]] = {}
+        for kind in kinds:
+            if kind in failed:
+                continue
+            env = Envoy(kind, alg, self.run_dir, self.jwks_port, self.args.token_cache_size,
+                        self.envoy_cpu, tag=f"-repeated{generation}")
+            try:
+                env.start()
+                self.check(env, alg)
+                self.wrk(env, self.tokens[alg].repeated, 1)  # warm-up: JIT tiers, pools, caches
+                before[kind] = env.stats()
+            except RuntimeError as e:
                 env.stop()
+                failed.add(kind)
+                self.fail(alg, "repeated", kind, None, str(e))
+                continue
+            envs[kind] = env
+        return before
+
+    def repeated_round(self, alg: str, rnd: int, n_rounds: int, envs: dict[str, Envoy], failed: set[str],
+                       t0: float) -> None:
+        results = self.results[alg]["repeated"]
+        self.wait_idle()
+        order = list(envs)
+        random.shuffle(order)
+        line = []
+        for kind in order:
+            env = envs[kind]
+            started = time.monotonic()
+            try:
+                r = self.measure(env, "repeated", lambda: self.wrk(
+                    env, self.tokens[alg].repeated, self.args.duration), check_allowed=False)
+            except RuntimeError as e:
+                self.fail(alg, "repeated", kind, rnd, str(e))
+                env.stop()
+                del envs[kind]
+                failed.add(kind)
+                continue
+            r["round"] = rnd
+            r["started_s"] = round(started - t0, 2)  # seconds into the workload
+            results[kind].append(r)
+            for msg in r["issues"]:
+                self.problems.append(f"repeated round {rnd + 1} {alg} {kind}: {msg}")
+            line.append(f"{kind} {r['rps']:,.0f}" + (" !!" if r["issues"] else ""))
+        log(f"  repeated {alg} round {rnd + 1:2}/{n_rounds}  req/s  " + "  ".join(line))
+
+    def check_verified(self, alg: str, envs: dict[str, Envoy], before: dict[str, dict[str, int]]) -> None:
+        """Every request these Envoys answered 2xx was verified: the auth filters' "allowed"
+        counters grew by the 2xx count (the filter reports at its 0.5 s tick)."""
+        time.sleep(0.7)
+        for kind, env in envs.items():
+            after = env.stats()
+            d = {k: after.get(k, 0) - before[kind].get(k, 0) for k in set(after) | set(before[kind])}
+            allowed = allowed_counter(kind, d)
+            ok2xx = d.get("http.bench.downstream_rq_2xx", 0)
+            if allowed is not None and allowed < ok2xx:
+                self.problems.append(f"repeated {alg} {kind}: only {allowed} of {ok2xx} 2xx requests "
+                                     "were verified by the auth filter")
 
     def run_distinct(self, rnd: int, alg: str, kind: str) -> dict:
         """The distinct-token workload on a fresh Envoy: every token is new to it, and its
@@ -826,7 +850,7 @@ class Bench:
             self.results[alg] = {w: {k: [] for k in kinds} for w in ("repeated", "distinct")}
         for alg in algs:
             log(f"{alg}: repeated token, {len(kinds)} Envoys up at once, {self.args.repeated_rounds} rounds × "
-                f"{self.args.duration:g} s each, shuffled")
+                f"{self.args.duration:g} s each, shuffled, all restarted every {self.args.restart_every or '∞'} rounds")
             self.run_repeated(alg, kinds)
             log(f"{alg}: {self.args.tokens:,} distinct tokens, a fresh Envoy per run, {self.args.rounds} rounds")
             for rnd in range(self.args.rounds):
@@ -957,8 +981,12 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
         f"Every configuration serves `GET /status/200` as an Envoy `direct_response` (no upstream). "
         f"**Repeated**: one valid token in `Authorization: Bearer`, wrk {mach['wrk']}, HTTP/1.1, "
         f"{a.connections} connections; every configuration's Envoy up at once, {a.repeated_rounds} rounds, each "
-        f"loading every Envoy for {a.duration:g} s in a shuffled order (medians over the rounds; RSS before the "
-        f"first round → after the last). **Distinct**: {a.tokens:,} distinct valid tokens, each "
+        f"loading every Envoy for {a.duration:g} s in a shuffled order, "
+        + (f"every Envoy started afresh every {a.restart_every} rounds ({-(-a.repeated_rounds // a.restart_every)} "
+           f"processes per configuration; RSS from the first process's first round to the last one's last)"
+           if a.restart_every and a.restart_every < a.repeated_rounds else
+           "(RSS before the first round → after the last)")
+        + f"; medians over the rounds. **Distinct**: {a.tokens:,} distinct valid tokens, each "
         f"sent once as `?access_token=`, h2load {mach['h2load']}, one h2c connection with {a.connections} "
         f"concurrent streams, a fresh Envoy per run (RSS from its start), {a.rounds} round"
         f"{'s' if a.rounds != 1 else ''} in rotating order (medians). ± is half the range of req/s over the "
@@ -1141,6 +1169,9 @@ def main(argv: list[str] | None = None) -> int:
                          "in rotating order (default 3)")
     ap.add_argument("--repeated-rounds", type=int, default=20,
                     help="rounds of the repeated-token workload, every Envoy up at once, shuffled (default 20)")
+    ap.add_argument("--restart-every", type=int, default=5, metavar="N",
+                    help="start every repeated-token Envoy afresh every N rounds, so that each "
+                         "configuration is measured in several processes (default 5; 0: never)")
     ap.add_argument("--duration", type=int, default=2,
                     help="seconds each configuration is loaded per repeated-token round (default 2)")
     ap.add_argument("--quick", action="store_true",
@@ -1173,7 +1204,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k.strip() for k in args.configs.split(",") if k.strip()]
     if not kinds or any(k not in KINDS for k in kinds):
         ap.error(f"--configs takes a subset of {','.join(KINDS)}")
-    if args.rounds < 1 or args.repeated_rounds < 1 or args.duration <= 0 or args.tokens < 1 or args.connections < 1 or args.token_cache_size < 0:
+    if args.rounds < 1 or args.repeated_rounds < 1 or args.restart_every < 0 or args.duration <= 0 or args.tokens < 1 or args.connections < 1 or args.token_cache_size < 0:
         ap.error("--rounds, --repeated-rounds, --duration, --tokens and --connections must be positive, --token-cache-size >= 0")
     algs = list(ALGS) if args.alg == "all" else [args.alg]
     for tool in ("wrk", "h2load"):
