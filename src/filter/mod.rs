@@ -444,12 +444,21 @@ impl Plugin {
         let _ = hostcalls::set_tick_period(period);
     }
 
-    /// Applies a verdict to the effective context's request.
+    /// Applies a verdict to the effective context's request (a woken or refused one; a
+    /// request allowed at once goes straight to [`Plugin::allow`]).
     fn apply(&self, verdict: Verdict, realm: &str) -> Action {
         match verdict {
             Verdict::PassWithoutToken => Action::Continue,
             Verdict::Allow(grant) => self.allow(&grant),
-            verdict => self.refuse(verdict, realm),
+            Verdict::Deny(rejection) => {
+                self.deny(rejection, realm);
+                Action::Pause
+            }
+            // Only reached if a caller applies a wait; never leave a request hanging.
+            Verdict::AwaitKeys(_) => {
+                self.deny(Rejection::KeysUnavailable, realm);
+                Action::Pause
+            }
         }
     }
 
@@ -468,24 +477,6 @@ impl Plugin {
         }
         self.metrics.allowed();
         Action::Continue
-    }
-
-    /// Answers a denial (out of line: README "Performance" on code a request runs).
-    #[inline(never)]
-    fn refuse(&self, verdict: Verdict, realm: &str) -> Action {
-        match verdict {
-            Verdict::Allow(grant) => self.allow(&grant),
-            Verdict::PassWithoutToken => Action::Continue,
-            Verdict::Deny(rejection) => {
-                self.deny(rejection, realm);
-                Action::Pause
-            }
-            // Only reached if a caller applies a wait; never leave a request hanging.
-            Verdict::AwaitKeys(_) => {
-                self.deny(Rejection::KeysUnavailable, realm);
-                Action::Pause
-            }
-        }
     }
 
     fn deny(&self, rejection: Rejection, realm: &str) {
