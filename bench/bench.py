@@ -555,6 +555,7 @@ class Bench:
         self.cpu_shares: list[tuple[str, float]] = []  # (measurement, Envoy's share of its CPU)
         self.waited = 0.0       # seconds spent waiting for an idle machine (--wait-idle)
         self.busy_starts = 0    # runs that started on a busy machine after all
+        self.passes = 0         # repeated-token passes so far (each load records its pass)
         # results[alg][kind] = list of {"repeated": {...}, "distinct": {...}} or {"error": str}
         self.results: dict[str, dict[str, list[dict]]] = {}
         self.rss100k: dict[str, dict] = {}
@@ -761,30 +762,47 @@ class Bench:
 
     def repeated_round(self, alg: str, rnd: int, n_rounds: int, envs: dict[str, Envoy], failed: set[str],
                        t0: float) -> None:
-        results = self.results[alg]["repeated"]
+        """One round: a pass that loads every Envoy, and --pair-passes passes that load only
+        the filter and native + cache (the pair the 0.95 target compares: a ratio near its
+        target needs more pairs than the others to say which side of it it is), the passes in
+        a shuffled order, and the Envoys within each pass too."""
         self.wait_idle()
-        order = list(envs)
-        random.shuffle(order)
+        passes = [list(envs)]
+        if "filter" in envs and "native_cache" in envs:
+            passes += [["filter", "native_cache"] for _ in range(self.args.pair_passes)]
+        random.shuffle(passes)
         line = []
-        for kind in order:
-            env = envs[kind]
-            started = time.monotonic()
-            try:
-                r = self.measure(env, "repeated", lambda: self.wrk(
-                    env, self.tokens[alg].repeated, self.args.duration), check_allowed=False)
-            except RuntimeError as e:
-                self.fail(alg, "repeated", kind, rnd, str(e))
-                env.stop()
-                del envs[kind]
-                failed.add(kind)
-                continue
-            r["round"] = rnd
-            r["started_s"] = round(started - t0, 2)  # seconds into the workload
-            results[kind].append(r)
-            for msg in r["issues"]:
-                self.problems.append(f"repeated round {rnd + 1} {alg} {kind}: {msg}")
-            line.append(f"{kind} {r['rps']:,.0f}" + (" !!" if r["issues"] else ""))
+        for order in passes:
+            random.shuffle(order)
+            self.passes += 1
+            for kind in order:
+                self.repeated_load(alg, rnd, self.passes, kind, envs, failed, t0, line)
         log(f"  repeated {alg} round {rnd + 1:2}/{n_rounds}  req/s  " + "  ".join(line))
+
+    def repeated_load(self, alg: str, rnd: int, pass_id: int, kind: str, envs: dict[str, Envoy], failed: set[str],
+                      t0: float, line: list[str]) -> None:
+        """Loads one Envoy of the repeated workload for --duration seconds (if it has not
+        failed earlier in the round); its result goes with the others, its req/s on `line`."""
+        env = envs.get(kind)
+        if env is None:
+            return
+        started = time.monotonic()
+        try:
+            r = self.measure(env, "repeated", lambda: self.wrk(
+                env, self.tokens[alg].repeated, self.args.duration), check_allowed=False)
+        except RuntimeError as e:
+            self.fail(alg, "repeated", kind, rnd, str(e))
+            env.stop()
+            del envs[kind]
+            failed.add(kind)
+            return
+        r["round"] = rnd
+        r["pass"] = pass_id  # loads in one pass are paired (paired())
+        r["started_s"] = round(started - t0, 2)  # seconds into the workload
+        self.results[alg]["repeated"][kind].append(r)
+        for msg in r["issues"]:
+            self.problems.append(f"repeated round {rnd + 1} {alg} {kind}: {msg}")
+        line.append(f"{kind} {r['rps']:,.0f}" + (" !!" if r["issues"] else ""))
 
     def check_verified(self, alg: str, envs: dict[str, Envoy], before: dict[str, dict[str, int]]) -> None:
         """Every request these Envoys answered 2xx was verified: the auth filters' "allowed"
@@ -850,7 +868,8 @@ class Bench:
             self.results[alg] = {w: {k: [] for k in kinds} for w in ("repeated", "distinct")}
         for alg in algs:
             log(f"{alg}: repeated token, {len(kinds)} Envoys up at once, {self.args.repeated_rounds} rounds × "
-                f"{self.args.duration:g} s each, shuffled, all restarted every {self.args.restart_every or '∞'} rounds")
+                f"{self.args.duration:g} s each (+ {self.args.pair_passes} filter/native + cache passes), shuffled, "
+                f"all restarted every {self.args.restart_every or '∞'} rounds")
             self.run_repeated(alg, kinds)
             log(f"{alg}: {self.args.tokens:,} distinct tokens, a fresh Envoy per run, {self.args.rounds} rounds")
             for rnd in range(self.args.rounds):
@@ -897,15 +916,15 @@ def summarize(runs: list[dict], one_envoy: bool) -> dict | None:
     if one_envoy:
         s.update(rss_before=ok[0]["rss_before"], rss_after=ok[-1]["rss_after"])
     return s | {"n": len(ok), "rps_all": [r["rps"] for r in ok], "valid": all(not r["issues"] for r in ok),
-                "by_round": {r.get("round"): r for r in ok}}
+                "by_pass": {r.get("pass"): r for r in ok}}
 
 
 def paired(num: dict | None, den: dict | None, key: str = "rps") -> list[float]:
-    """num ÷ den round by round, over the rounds both measured (the repeated workload)."""
+    """num ÷ den pass by pass, over the passes that loaded both (the repeated workload)."""
     if not num or not den:
         return []
-    return [num["by_round"][i][key] / den["by_round"][i][key] for i in sorted(set(num["by_round"]) & set(den["by_round"]))
-            if i is not None and num["by_round"][i].get(key) and den["by_round"][i].get(key)]
+    a, b = num["by_pass"], den["by_pass"]
+    return [a[i][key] / b[i][key] for i in sorted(set(a) & set(b)) if i is not None and a[i].get(key) and b[i].get(key)]
 
 
 def machine() -> dict:
@@ -981,12 +1000,16 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
         f"Every configuration serves `GET /status/200` as an Envoy `direct_response` (no upstream). "
         f"**Repeated**: one valid token in `Authorization: Bearer`, wrk {mach['wrk']}, HTTP/1.1, "
         f"{a.connections} connections; every configuration's Envoy up at once, {a.repeated_rounds} rounds, each "
-        f"loading every Envoy for {a.duration:g} s in a shuffled order, "
+        f"loading every Envoy for {a.duration:g} s in a shuffled order"
+        + (f" and, in {a.pair_passes} more passes shuffled among that one, only the filter and native + cache "
+           f"(the pair of the 0.95 target: {a.repeated_rounds * (a.pair_passes + 1)} loads each, "
+           f"{a.repeated_rounds} for the others)" if a.pair_passes and {"filter", "native_cache"} <= set(kinds) else "")
+        + ", "
         + (f"every Envoy started afresh every {a.restart_every} rounds ({-(-a.repeated_rounds // a.restart_every)} "
            f"processes per configuration; RSS from the first process's first round to the last one's last)"
            if a.restart_every and a.restart_every < a.repeated_rounds else
            "(RSS before the first round → after the last)")
-        + f"; medians over the rounds. **Distinct**: {a.tokens:,} distinct valid tokens, each "
+        + f"; medians over the loads. **Distinct**: {a.tokens:,} distinct valid tokens, each "
         f"sent once as `?access_token=`, h2load {mach['h2load']}, one h2c connection with {a.connections} "
         f"concurrent streams, a fresh Envoy per run (RSS from its start), {a.rounds} round"
         f"{'s' if a.rounds != 1 else ''} in rotating order (medians). ± is half the range of req/s over the "
@@ -1060,9 +1083,9 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
                     return "–"
                 q = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else [min(ratios), 0, max(ratios)]
                 return f"{statistics.median(ratios):.3f} ({q[0]:.2f}–{q[2]:.2f})"
-            L += ["", "Repeated token, the ratio to native + cache taken within each round (every Envoy up at "
-                  "once, loaded one after the other within seconds), median over the rounds (quartiles):", "",
-                  "| alg | rounds | " + " | ".join(f"{label} / native + cache{' per CPU-second' if key != 'rps' else ''}"
+            L += ["", "Repeated token, the ratio to native + cache taken within each pass (every Envoy up at "
+                  "once, loaded one after the other within seconds), median over the passes (quartiles):", "",
+                  "| alg | passes | " + " | ".join(f"{label} / native + cache{' per CPU-second' if key != 'rps' else ''}"
                                                   for _, label, key in pair_cols) + " |",
                   "|---|--:|" + "--:|" * len(pair_cols)]
             pooled: dict[int, list[float]] = {i: [] for i in range(len(pair_cols))}
@@ -1172,6 +1195,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--restart-every", type=int, default=5, metavar="N",
                     help="start every repeated-token Envoy afresh every N rounds, so that each "
                          "configuration is measured in several processes (default 5; 0: never)")
+    ap.add_argument("--pair-passes", type=int, default=2, metavar="P",
+                    help="per repeated-token round, P more passes that load only the filter and native + "
+                         "cache, whose ratio the 0.95 target is about (default 2)")
     ap.add_argument("--duration", type=int, default=2,
                     help="seconds each configuration is loaded per repeated-token round (default 2)")
     ap.add_argument("--quick", action="store_true",
@@ -1201,10 +1227,12 @@ def main(argv: list[str] | None = None) -> int:
             args.repeated_rounds = 2
         if "--duration" not in explicit:
             args.duration = 1
+        if "--pair-passes" not in explicit:
+            args.pair_passes = 0
     kinds = [k.strip() for k in args.configs.split(",") if k.strip()]
     if not kinds or any(k not in KINDS for k in kinds):
         ap.error(f"--configs takes a subset of {','.join(KINDS)}")
-    if args.rounds < 1 or args.repeated_rounds < 1 or args.restart_every < 0 or args.duration <= 0 or args.tokens < 1 or args.connections < 1 or args.token_cache_size < 0:
+    if args.rounds < 1 or args.repeated_rounds < 1 or args.restart_every < 0 or args.pair_passes < 0 or args.duration <= 0 or args.tokens < 1 or args.connections < 1 or args.token_cache_size < 0:
         ap.error("--rounds, --repeated-rounds, --duration, --tokens and --connections must be positive, --token-cache-size >= 0")
     algs = list(ALGS) if args.alg == "all" else [args.alg]
     for tool in ("wrk", "h2load"):

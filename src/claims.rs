@@ -12,8 +12,16 @@
 
 use serde_json::Value;
 
+use crate::bytes::CaselessName;
+
 /// Every header whose lowercased name starts with this belongs to the filter.
-pub const CLAIM_HEADER_PREFIX: &str = "x-jwt-claim";
+pub const CLAIM_HEADER_PREFIX: &str = match std::str::from_utf8(CLAIM_PREFIX_BYTES) {
+    Ok(prefix) => prefix,
+    Err(_) => "",
+};
+const CLAIM_PREFIX_BYTES: &[u8; 11] = b"x-jwt-claim";
+/// The prefix as the request path compares it with every header name.
+const CLAIM_FAMILY: CaselessName<11> = CaselessName::new(CLAIM_PREFIX_BYTES);
 
 /// A path of object keys into the claims, outermost first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +120,7 @@ pub fn is_header_value(text: &str) -> bool {
 /// `true` for every header name in the filter's `x-jwt-claim` family, in any case and with
 /// any separator: such headers are only ever written by the filter.
 pub fn is_claim_header_family(name: &[u8]) -> bool {
-    name.get(..CLAIM_HEADER_PREFIX.len()).is_some_and(|head| head.eq_ignore_ascii_case(CLAIM_HEADER_PREFIX.as_bytes()))
+    CLAIM_FAMILY.is_prefix_of(name)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::claims::ClaimPath;
+use crate::extract::ScannedNames;
 use crate::jwks::KeySet;
 
 /// The validated configuration. Built once in `on_configure`, shared read-only afterwards.
@@ -30,6 +31,8 @@ pub struct FilterConfig {
     /// Lowercased names of the headers this filter writes (besides the `x-jwt-claim` family):
     /// they are stripped from every incoming request so a client cannot forge them.
     pub owned_headers: Vec<String>,
+    /// Which request headers the request path's walk looks at (from the two above).
+    pub scanned_names: ScannedNames,
 }
 
 /// One `jwtRules` entry: which issuer, which keys, where its tokens are, what to emit.
@@ -292,6 +295,7 @@ impl FilterConfig {
             }
         }
 
+        let scanned_names = ScannedNames::new(&locations, &owned_headers);
         Ok(FilterConfig {
             rules,
             claim_headers,
@@ -300,6 +304,7 @@ impl FilterConfig {
             token_cache_size,
             locations,
             owned_headers,
+            scanned_names,
         })
     }
 

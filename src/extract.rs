@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use crate::bytes::same_bytes;
 use crate::claims::is_claim_header_family;
 use crate::config::{FilterConfig, TokenLocation};
 use crate::headermap::{text, Header};
@@ -109,7 +110,11 @@ pub fn scan_headers<'a>(config: &FilterConfig, headers: impl Iterator<Item = Hea
     let mut scan = HeaderScan::default();
     let mut path = None;
     for (name, value) in headers {
-        if path.is_none() && name == b":path" {
+        // Most of a request's headers concern the filter in no way: their length says so.
+        if !config.scanned_names.may_concern(name) {
+            continue;
+        }
+        if path.is_none() && same_bytes(name, b":path") {
             path = Some(value);
         }
         if is_owned_header(config, name) && !scan.owned.contains(&name) {
@@ -141,12 +146,12 @@ pub fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
 fn add_header_tokens<'a>(locations: &[TokenLocation], name: &[u8], value: &'a [u8], found: &mut FoundTokens<'a>) {
     for (index, location) in locations.iter().enumerate() {
         match location {
-            TokenLocation::Header { name: wanted, prefix } if name.eq_ignore_ascii_case(wanted.as_bytes()) => {
+            TokenLocation::Header { name: wanted, prefix } if name_is(name, wanted.as_bytes()) => {
                 if let Some(token) = after_prefix(value, prefix) {
                     found.push(index, token);
                 }
             }
-            TokenLocation::Cookie(cookie) if name.eq_ignore_ascii_case(b"cookie") => {
+            TokenLocation::Cookie(cookie) if name_is(name, b"cookie") => {
                 each_cookie(value, cookie, &mut |token| found.push(index, token));
             }
             _ => {}
@@ -225,8 +230,10 @@ fn each_cookie<'v>(value: &'v [u8], name: &str, found: &mut impl FnMut(&'v [u8])
 /// case: auth schemes are case-insensitive (RFC 9110 §11.1), so `bearer t` is judged too.
 fn after_prefix<'a>(value: &'a [u8], prefix: &str) -> Option<&'a [u8]> {
     let prefix = prefix.as_bytes();
-    if prefix.is_empty() {
-        return Some(value);
+    // As configured, at the start (nearly every request): the first occurrence, found at
+    // once. An empty prefix always is (the search below needs a non-empty one).
+    if value.get(..prefix.len()).is_some_and(|head| same_bytes(head, prefix)) {
+        return value.get(prefix.len()..);
     }
     let at = value.windows(prefix.len()).position(|window| window.eq_ignore_ascii_case(prefix))?;
     value.get(at + prefix.len()..)
@@ -259,7 +266,46 @@ pub fn without_param(path: &str, name: &str) -> String {
 /// any separator) and every header a rule writes. Such headers are removed from every request
 /// before anything else, so only the filter can ever set them.
 pub fn is_owned_header(config: &FilterConfig, name: &[u8]) -> bool {
-    is_claim_header_family(name) || config.owned_headers.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+    is_claim_header_family(name) || config.owned_headers.iter().any(|h| name_is(name, h.as_bytes()))
+}
+
+/// `name` is `lowercase` (a lowercased name) in any ASCII case. Envoy hands header names
+/// over lowercased, so the exact comparison, a fraction of the cost, nearly always answers.
+fn name_is(name: &[u8], lowercase: &[u8]) -> bool {
+    name.len() == lowercase.len() && (same_bytes(name, lowercase) || name.eq_ignore_ascii_case(lowercase))
+}
+
+/// Which header names [`scan_headers`] has to look at: those of a length that a token
+/// location, `:path` or an owned header has, and the `x-jwt-claim` family. Made once per
+/// configuration; a request's other headers are passed over on their length alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScannedNames {
+    /// Bit n: some name of n bytes is looked at; bit 63: of 63 bytes or more.
+    lengths: u64,
+}
+
+impl ScannedNames {
+    pub fn new(locations: &[TokenLocation], owned_headers: &[String]) -> ScannedNames {
+        let mut names: Vec<&str> = vec![":path"];
+        for location in locations {
+            match location {
+                TokenLocation::Header { name, .. } => names.push(name),
+                TokenLocation::Cookie(_) => names.push("cookie"),
+                TokenLocation::Param(_) => {}
+            }
+        }
+        names.extend(owned_headers.iter().map(String::as_str));
+        ScannedNames { lengths: names.iter().fold(0, |lengths, name| lengths | ScannedNames::bit(name.len())) }
+    }
+
+    fn bit(len: usize) -> u64 {
+        1 << len.min(63)
+    }
+
+    /// Whether a header of this name may be one the walk acts on.
+    pub fn may_concern(&self, name: &[u8]) -> bool {
+        self.lengths & ScannedNames::bit(name.len()) != 0 || is_claim_header_family(name)
+    }
 }
 
 #[cfg(test)]
@@ -437,6 +483,35 @@ mod tests {
         assert_eq!(without_param("/h?a=1&access_token=x&b=2", "access_token"), "/h?a=1&b=2");
         assert_eq!(without_param("/h?access_token_x=1", "access_token"), "/h?access_token_x=1");
         assert_eq!(without_param("/h", "access_token"), "/h");
+    }
+
+    #[test]
+    fn the_walk_passes_over_only_names_nothing_could_match() {
+        let long_owned = format!("x-{}", "o".repeat(70));
+        let config = FilterConfig::parse(
+            format!(
+                r#"{{"jwtRules":[{{"issuer":"i","jwks":"{{\"keys\":[{{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}}]}}",
+                "fromHeaders":[{{"name":"X-Token"}}],"fromCookies":["session"],
+                "outputClaimToHeaders":[{{"header":"{long_owned}","claim":"sub"}},{{"header":"x-sub","claim":"sub"}}]}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let names = config.scanned_names;
+        let concerned = [":path", "x-token", "X-TOKEN", "cookie", "Cookie", "x-sub", "X-Sub", &long_owned];
+        let family = ["x-jwt-claim.groups", "X-JWT-CLAIM-a-name-longer-than-sixty-three-bytes-of-the-family-of-claims"];
+        for name in concerned.iter().chain(&family) {
+            assert!(names.may_concern(name.as_bytes()), "{name}");
+        }
+        for name in ["host", "accept-encoding", "user-agent", ":authority", "x-request-id", "authorization", "x-forwarded-proto"] {
+            assert!(!names.may_concern(name.as_bytes()), "{name}");
+        }
+        // Passed over or not, the walk finds what find_tokens finds, in any case of the names.
+        let h: Vec<(&[u8], &[u8])> =
+            vec![(b"accept", b"*/*"), (b"X-Token", b"a.a.a"), (b"COOKIE", b"session=c.c.c"), (b"X-Sub", b"forged")];
+        let scan = scan_headers(&config, h.iter().map(|(n, v)| (*n, *v)));
+        assert_eq!(tokens(scan.tokens), tokens(find_tokens(&config.locations, &h, "/")));
+        assert_eq!(scan.owned, vec![&b"X-Sub"[..]]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! pure and tested natively; only `filter` talks to the proxy-wasm host.
 
 pub mod authn;
+pub mod bytes;
 pub mod claims;
 pub mod config;
 pub mod extract;

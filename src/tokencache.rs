@@ -10,8 +10,8 @@
 //! lengthen a probe chain. What matters inside the VM is speed: a SHA-256 of a 1 KB token
 //! costs more than the rest of a cache hit, and SipHash took about 3,800 instructions for a
 //! 700-byte token (callgrind on Envoy), of which a word-wise multiply-xor saved about
-//! 1,500; four such lanes side by side halve its time again ([`token_hash`]). The comparison is word-wise too: `memcmp` in a wasm32 build walks byte by byte,
-//! which cost about 9,000 instructions per hit. An entry serves while the key set
+//! 1,500; four such lanes side by side halve its time again ([`token_hash`]). The comparison is word-wise too ([`same_bytes`]): `memcmp` in a wasm32 build walks
+//! byte by byte, which cost about 9,000 instructions per hit. An entry serves while the key set
 //! that verified it is current (its generation) and until the token's `exp`: a hit still
 //! checks `exp` and `nbf` against now. Bounded; the least recently used entry is evicted.
 
@@ -26,6 +26,7 @@ use std::rc::Rc;
 use serde_json::Value;
 
 use crate::authn::Grant;
+use crate::bytes::same_bytes;
 
 /// What a verified token left behind: enough to write its headers again.
 #[derive(Debug)]
@@ -185,22 +186,6 @@ fn token_hash(seed: u64, bytes: &[u8]) -> u64 {
 /// Eight bytes as a little-endian word (0 if fewer: callers pass exact chunks).
 fn le_word(bytes: &[u8]) -> u64 {
     bytes.try_into().map_or(0, u64::from_le_bytes)
-}
-
-/// `a == b`, eight bytes at a time, in a form the compiler does not turn back into `memcmp`
-/// (no early exit: the comparison also takes the same time wherever the first difference is).
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
-    let mut differ =
-        a_words.remainder().iter().zip(b_words.remainder()).fold(0u64, |acc, (x, y)| acc | u64::from(x ^ y));
-    for (x, y) in a_words.zip(b_words) {
-        let word = |bytes: &[u8]| bytes.try_into().map_or(0, u64::from_ne_bytes);
-        differ |= word(x) ^ word(y);
-    }
-    differ == 0
 }
 
 #[cfg(test)]
