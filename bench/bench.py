@@ -1001,7 +1001,7 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
         f"**Repeated**: one valid token in `Authorization: Bearer`, wrk {mach['wrk']}, HTTP/1.1, "
         f"{a.connections} connections; every configuration's Envoy up at once, {a.repeated_rounds} rounds, each "
         f"loading every Envoy for {a.duration:g} s in a shuffled order"
-        + (f" and, in {a.pair_passes} more passes shuffled among that one, only the filter and native + cache "
+        + (f" and, in {a.pair_passes} more pass{'es' if a.pair_passes > 1 else ''} shuffled among that one, only the filter and native + cache "
            f"(the pair of the 0.95 target: {a.repeated_rounds * (a.pair_passes + 1)} loads each, "
            f"{a.repeated_rounds} for the others)" if a.pair_passes and {"filter", "native_cache"} <= set(kinds) else "")
         + ", "
@@ -1249,9 +1249,10 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     run_dir = BENCH / "runs" / started.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Keep the last 10 runs' logs.
-    for old in sorted((BENCH / "runs").iterdir())[:-10]:
-        shutil.rmtree(old, ignore_errors=True)
+    # Keep the last 10 runs' logs (of any kind: by age, not name, and never this run's).
+    for old in sorted((BENCH / "runs").iterdir(), key=lambda d: d.stat().st_mtime)[:-10]:
+        if old != run_dir:
+            shutil.rmtree(old, ignore_errors=True)
     global wasm_used, noop_used
     wasm_used = run_dir / WASM.name
     shutil.copyfile(WASM, wasm_used)
