@@ -38,6 +38,26 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     differ == 0
 }
 
+/// `bytes` holds `byte`: eight bytes a step (`memchr` in a wasm32 build is more code than
+/// this, and a plain loop takes a byte a step).
+pub fn contains_byte(bytes: &[u8], byte: u8) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let pattern = ONES.wrapping_mul(u64::from(byte));
+    let words = bytes.chunks_exact(8);
+    let rest = words.remainder();
+    for chunk in words {
+        // A byte equal to `byte` is a zero byte of `x`; this is non-zero exactly when `x` has one.
+        let x = chunk.try_into().map_or(0, u64::from_le_bytes) ^ pattern;
+        if x.wrapping_sub(ONES) & !x & HIGH_BITS != 0 {
+            return true;
+        }
+    }
+    // At most seven bytes: a plain loop (`contains` would call `memchr`).
+    #[allow(clippy::manual_contains)]
+    rest.iter().any(|&b| b == byte)
+}
+
 /// The bits that lowercase the ASCII letters of an eight-byte word (bit 5 of each letter's
 /// byte). Setting bit 5 lowercases an uppercase letter and turns no other byte into a
 /// lowercase letter, so comparing words with it set at the letters of the lowercase word
@@ -115,6 +135,23 @@ mod tests {
                 assert!(!same_bytes(a, &b), "len {len}, difference at {at}");
             }
         }
+    }
+
+    #[test]
+    fn contains_byte_finds_a_byte_anywhere() {
+        for len in 0..40 {
+            let mut bytes: Vec<u8> = (0..len as u8).map(|i| b'a' + i % 26).collect();
+            assert!(!contains_byte(&bytes, b'?'), "len {len}");
+            assert!(!contains_byte(&bytes, 0x80 | b'?'));
+            for at in 0..len {
+                bytes[at] = b'?';
+                assert!(contains_byte(&bytes, b'?'), "len {len}, at {at}");
+                bytes[at] = b'?' ^ 0x80; // only the byte itself counts, not one with the high bit
+                assert!(!contains_byte(&bytes, b'?'), "len {len}, at {at}");
+                bytes[at] = b'a';
+            }
+        }
+        assert!(contains_byte(b"\x00\x01?", 0) && !contains_byte(b"\x01\x02\x03\x04\x05\x06\x07\x08\x09", 0));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use crate::bytes::same_bytes;
+use crate::bytes::{contains_byte, same_bytes};
 use crate::claims::is_claim_header_family;
 use crate::config::{FilterConfig, TokenLocation};
 use crate::headermap::{text, Header};
@@ -60,6 +60,12 @@ impl<'a> FoundTokens<'a> {
 
     /// Inserts after every token of the same or an earlier location.
     fn insert(&mut self, token: FoundToken<'a>) {
+        if let FoundTokens::Other(tokens) = self {
+            if tokens.is_empty() {
+                *self = FoundTokens::One([token]); // the request's first token: nearly always its only one
+                return;
+            }
+        }
         *self = match std::mem::take(self) {
             FoundTokens::Other(tokens) if tokens.is_empty() => FoundTokens::One([token]),
             FoundTokens::One([first]) if first.location <= token.location => FoundTokens::Other(vec![first, token]),
@@ -162,10 +168,8 @@ fn add_header_tokens<'a>(locations: &[TokenLocation], name: &[u8], value: &'a [u
 /// Adds the tokens in the query of `path` (the request's `:path`, bytes as sent) for the
 /// query parameter locations. The path is read as text only when it has a query: lossy
 /// where it is not UTF-8 (a token with replacement characters then fails to decode).
-#[allow(clippy::manual_contains)] // see below
 pub fn add_query_tokens<'a>(locations: &[TokenLocation], path: &'a [u8], found: &mut FoundTokens<'a>) {
-    // A plain loop: `contains` would call memchr, more code than this short search needs.
-    if !path.iter().any(|&b| b == b'?') || !locations.iter().any(|l| matches!(l, TokenLocation::Param(_))) {
+    if !contains_byte(path, b'?') || !locations.iter().any(|l| matches!(l, TokenLocation::Param(_))) {
         return;
     }
     match text(path) {
@@ -193,6 +197,11 @@ fn each_query_token<'p>(locations: &[TokenLocation], path: &'p str, mut found: i
 
 /// `str::trim` on bytes: the same result for text, without reading the token in between.
 fn trim_whitespace(bytes: &[u8]) -> &[u8] {
+    // Visible ASCII at both ends, as every token is sent: nothing to trim.
+    let visible = |end: Option<&u8>| end.is_some_and(|b| (0x21..0x7f).contains(b));
+    if visible(bytes.first()) && visible(bytes.last()) {
+        return bytes;
+    }
     // `char::is_whitespace` on ASCII (which `u8::is_ascii_whitespace` is not: it skips VT).
     let trimmed = trim_bytes(bytes, |b| matches!(b, b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' | b' '));
     // A non-ASCII end may be Unicode whitespace: trim that as text. (Not UTF-8: the token
