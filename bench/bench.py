@@ -711,13 +711,15 @@ class Bench:
             busy = cpu_busy(1)
         self.waited += time.monotonic() - t0
 
-    def run_repeated(self, alg: str, kinds: list[str]) -> None:
+    def run_repeated(self, algs: list[str], kinds: list[str]) -> None:
         """The repeated-token workload, interleaved: every configuration's Envoy is up at once
         (one worker each, all on the Envoy CPU, idle while another is loaded), and each of
         --repeated-rounds rounds loads every one of them for --duration seconds in a shuffled
         order. The speed of this machine drifts by ±15 % over minutes (other tenants); a slow
         stretch now slows every configuration of the rounds it spans instead of whichever one
         happened to run then, so the medians and the per-round ratios compare like with like.
+        With several algorithms (--interleave-algs), all of their Envoys are up at once and
+        their passes shuffled together, so every algorithm is measured in the same minutes.
 
         Every --restart-every rounds all of them are started afresh: one Envoy process runs
         faster or slower than another of the same configuration by a few percent for its
@@ -725,18 +727,20 @@ class Bench:
         average out; several processes per configuration do."""
         n_rounds = self.args.repeated_rounds
         every = self.args.restart_every or n_rounds
-        failed: set[str] = set()  # configurations that failed: not started again
+        failed: dict[str, set[str]] = {alg: set() for alg in algs}  # configurations that failed: not started again
         t0 = time.monotonic()
         for first in range(0, n_rounds, every):
-            envs: dict[str, Envoy] = {}
+            envs: dict[str, dict[str, Envoy]] = {alg: {} for alg in algs}
             try:
-                before = self.start_repeated(alg, kinds, failed, envs, first // every)
+                before = {alg: self.start_repeated(alg, kinds, failed[alg], envs[alg], first // every) for alg in algs}
                 for rnd in range(first, min(first + every, n_rounds)):
-                    self.repeated_round(alg, rnd, n_rounds, envs, failed, t0)
-                self.check_verified(alg, envs, before)
+                    self.repeated_round(rnd, n_rounds, envs, failed, t0)
+                for alg in algs:
+                    self.check_verified(alg, envs[alg], before[alg])
             finally:
-                for env in envs.values():
-                    env.stop()
+                for by_kind in envs.values():
+                    for env in by_kind.values():
+                        env.stop()
 
     def start_repeated(self, alg: str, kinds: list[str], failed: set[str], envs: dict[str, Envoy],
                        generation: int) -> dict[str, dict[str, int]]:
@@ -760,24 +764,27 @@ class Bench:
             envs[kind] = env
         return before
 
-    def repeated_round(self, alg: str, rnd: int, n_rounds: int, envs: dict[str, Envoy], failed: set[str],
-                       t0: float) -> None:
-        """One round: a pass that loads every Envoy, and --pair-passes passes that load only
-        the filter and native + cache (the pair the 0.95 target compares: a ratio near its
-        target needs more pairs than the others to say which side of it it is), the passes in
-        a shuffled order, and the Envoys within each pass too."""
+    def repeated_round(self, rnd: int, n_rounds: int, envs: dict[str, dict[str, Envoy]],
+                       failed: dict[str, set[str]], t0: float) -> None:
+        """One round: per algorithm, a pass that loads every one of its Envoys, and
+        --pair-passes passes that load only the filter and native + cache (the pair the 0.95
+        target compares: a ratio near its target needs more pairs than the others to say which
+        side of it it is); the passes in a shuffled order, and the Envoys within each too."""
         self.wait_idle()
-        passes = [list(envs)]
-        if "filter" in envs and "native_cache" in envs:
-            passes += [["filter", "native_cache"] for _ in range(self.args.pair_passes)]
+        passes: list[tuple[str, list[str]]] = []
+        for alg, by_kind in envs.items():
+            passes.append((alg, list(by_kind)))
+            if "filter" in by_kind and "native_cache" in by_kind:
+                passes += [(alg, ["filter", "native_cache"]) for _ in range(self.args.pair_passes)]
         random.shuffle(passes)
-        line = []
-        for order in passes:
+        lines: dict[str, list[str]] = {alg: [] for alg in envs}
+        for alg, order in passes:
             random.shuffle(order)
             self.passes += 1
             for kind in order:
-                self.repeated_load(alg, rnd, self.passes, kind, envs, failed, t0, line)
-        log(f"  repeated {alg} round {rnd + 1:2}/{n_rounds}  req/s  " + "  ".join(line))
+                self.repeated_load(alg, rnd, self.passes, kind, envs[alg], failed[alg], t0, lines[alg])
+        for alg, line in lines.items():
+            log(f"  repeated {alg} round {rnd + 1:2}/{n_rounds}  req/s  " + "  ".join(line))
 
     def repeated_load(self, alg: str, rnd: int, pass_id: int, kind: str, envs: dict[str, Envoy], failed: set[str],
                       t0: float, line: list[str]) -> None:
@@ -866,11 +873,16 @@ class Bench:
     def run(self, algs: list[str], kinds: list[str]) -> None:
         for alg in algs:
             self.results[alg] = {w: {k: [] for k in kinds} for w in ("repeated", "distinct")}
+        def repeated(together: list[str]) -> None:
+            log(f"{' + '.join(together)}: repeated token, {len(kinds) * len(together)} Envoys up at once, "
+                f"{self.args.repeated_rounds} rounds × {self.args.duration:g} s each (+ {self.args.pair_passes} "
+                f"filter/native + cache passes), shuffled, all restarted every {self.args.restart_every or '∞'} rounds")
+            self.run_repeated(together, kinds)
+        if self.args.interleave_algs:
+            repeated(algs)
         for alg in algs:
-            log(f"{alg}: repeated token, {len(kinds)} Envoys up at once, {self.args.repeated_rounds} rounds × "
-                f"{self.args.duration:g} s each (+ {self.args.pair_passes} filter/native + cache passes), shuffled, "
-                f"all restarted every {self.args.restart_every or '∞'} rounds")
-            self.run_repeated(alg, kinds)
+            if not self.args.interleave_algs:
+                repeated([alg])
             log(f"{alg}: {self.args.tokens:,} distinct tokens, a fresh Envoy per run, {self.args.rounds} rounds")
             for rnd in range(self.args.rounds):
                 # Rotating order, so that no configuration always runs first.
@@ -999,7 +1011,9 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
         "",
         f"Every configuration serves `GET /status/200` as an Envoy `direct_response` (no upstream). "
         f"**Repeated**: one valid token in `Authorization: Bearer`, wrk {mach['wrk']}, HTTP/1.1, "
-        f"{a.connections} connections; every configuration's Envoy up at once, {a.repeated_rounds} rounds, each "
+        f"{a.connections} connections; every configuration's Envoy up at once"
+        f"{' (those of every algorithm, their passes shuffled together)' if a.interleave_algs and len(algs) > 1 else ''}"
+        f", {a.repeated_rounds} rounds, each "
         f"loading every Envoy for {a.duration:g} s in a shuffled order"
         + (f" and, in {a.pair_passes} more pass{'es' if a.pair_passes > 1 else ''} shuffled among that one, only the filter and native + cache "
            f"(the pair of the 0.95 target: {a.repeated_rounds * (a.pair_passes + 1)} loads each, "
@@ -1198,6 +1212,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pair-passes", type=int, default=2, metavar="P",
                     help="per repeated-token round, P more passes that load only the filter and native + "
                          "cache, whose ratio the 0.95 target is about (default 2)")
+    ap.add_argument("--interleave-algs", action="store_true",
+                    help="run the repeated-token workload of every algorithm at once (all their Envoys up, "
+                         "their passes shuffled together) rather than one algorithm after the other")
     ap.add_argument("--duration", type=int, default=2,
                     help="seconds each configuration is loaded per repeated-token round (default 2)")
     ap.add_argument("--quick", action="store_true",
