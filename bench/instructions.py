@@ -1,6 +1,7 @@
 """Envoy's instructions per request under callgrind, for the bench's configurations.
 
-    scripts/bench.sh --instructions [--requests N] [--configs none,noop_wasm,floor_wasm,native_cache,filter]
+    scripts/bench.sh --instructions [--requests N] [--alg RS256|ES256|EdDSA]
+                                    [--configs none,noop_wasm,floor_wasm,native_cache,filter]
 
 Wall-clock req/s on a shared machine swings by tens of percent from one minute to the next;
 instruction counts do not. This runs each configuration's Envoy (the very config bench.py
@@ -62,8 +63,8 @@ def is_jit(name: str) -> bool:
     return bool(m) and int(m.group(1), 16) >= JIT_FLOOR
 
 
-def measure(bench: B.Bench, kind: str, requests: int, run_dir: Path) -> dict:
-    env = B.Envoy(kind, "RS256", run_dir, bench.jwks_port, bench.args.token_cache_size, None)
+def measure(bench: B.Bench, kind: str, alg: str, requests: int, run_dir: Path) -> dict:
+    env = B.Envoy(kind, alg, run_dir, bench.jwks_port, bench.args.token_cache_size, None)
     out = run_dir / f"callgrind.{kind}"
     argv = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", f"--callgrind-out-file={out}",
             B.envoy_binary(), "-c", str(env.cfg_path), "--concurrency", "1", "--disable-hot-restart",
@@ -71,7 +72,7 @@ def measure(bench: B.Bench, kind: str, requests: int, run_dir: Path) -> dict:
     log = (run_dir / f"valgrind-{kind}.log").open("wb")
     proc = B.Procs.start(f"valgrind-{kind}", argv, log)
     try:
-        token = bench.tokens["RS256"].repeated
+        token = bench.tokens[alg].repeated
         url = env.url + "/status/200"
         deadline = time.monotonic() + 600  # V8 compiles the module under valgrind: minutes
         while B.http_get(url, {"Authorization": "Bearer " + token}, timeout=30)[0] != 200:
@@ -104,6 +105,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--configs", default="none,noop_wasm,floor_wasm,native_cache,filter")
     ap.add_argument("--token-cache-size", type=int, default=1000)
+    ap.add_argument("--alg", choices=B.ALGS, default="RS256", help="the repeated token's algorithm (default RS256)")
     args = ap.parse_args(argv)
     kinds = [k for k in args.configs.split(",") if k]
     if any(k not in B.KINDS for k in kinds):
@@ -119,10 +121,11 @@ def main(argv: list[str]) -> int:
                                        token_cache_size=args.token_cache_size, duration=1), run_dir)
     rows = {}
     try:
-        bench.prepare_tokens(["RS256"])
+        bench.prepare_tokens([args.alg])
+        B.log(f"{args.alg}, the repeated token, {args.requests:,} requests per configuration")
         bench.start_jwks()
         for kind in kinds:
-            rows[kind] = measure(bench, kind, args.requests, run_dir)
+            rows[kind] = measure(bench, kind, args.alg, args.requests, run_dir)
             r = rows[kind]
             B.log(f"{B.LABELS[kind]:40} {r['total']:9,.0f} instructions/request"
                   f"  (host {r['host']:,.0f}, run-time generated code {r['jit']:,.0f})")
