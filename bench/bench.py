@@ -585,6 +585,28 @@ def parse_h2load(text: str, log_file: Path) -> dict:
     }
 
 
+def judge(r: dict, counters: dict[str, int], allowed: int | None) -> list[str]:
+    """What invalidates one load: `r` the load generator's result, `counters` the growth of
+    Envoy's counters over it, `allowed` the auth filter's verified requests (None: not checked
+    here)."""
+    ok2xx = counters.get("http.bench.downstream_rq_2xx", 0)
+    bad = sum(counters.get(f"http.bench.downstream_rq_{c}xx", 0) for c in (1, 3, 4, 5))
+    issues = []
+    if r["non2xx"]:
+        issues.append(f"{r['non2xx']} non-2xx responses")
+    if bad:
+        issues.append(f"Envoy counted {bad} non-2xx responses")
+    if r["socket_errors"]:
+        issues.append(f"load generator errors: {r['socket_detail']}")
+    if "total" in r and r["succeeded"] != r["total"]:
+        issues.append(f"h2load: {r['socket_detail']}")
+    if allowed is not None and allowed < ok2xx:
+        issues.append(f"only {allowed} of {ok2xx} 2xx requests were verified by the auth filter")
+    if r["requests"] == 0 or ok2xx == 0:
+        issues.append("no successful requests")
+    return issues
+
+
 class Bench:
     def __init__(self, args, run_dir: Path):
         self.args = args
@@ -673,10 +695,13 @@ class Bench:
             if code != 200 or not m or int(m.group(1)) < 1:
                 raise RuntimeError(f"no-op filter: no active V8 VM in Envoy's stats ({code} {body[:200]!r})")
 
-    def wrk(self, env: Envoy, token: str, seconds: float) -> dict:
-        argv = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
+    def wrk_argv(self, env: Envoy, token: str, seconds: float) -> list[str]:
+        """wrk loading `env` with `token` in `Authorization` for `seconds`."""
+        return ["wrk", "-t1", f"-c{self.args.connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
                 "-H", f"Authorization: Bearer {token}", env.url + "/status/200"]
-        return parse_wrk(Procs.run("wrk", argv, self.load_cpu, timeout=seconds + 30))
+
+    def wrk(self, env: Envoy, token: str, seconds: float) -> dict:
+        return parse_wrk(Procs.run("wrk", self.wrk_argv(env, token, seconds), self.load_cpu, timeout=seconds + 30))
 
     def distinct(self, env: Envoy, toks: list[str], what: str, tag: str) -> dict:
         """Measures `toks`, each sent once, with h2load (one connection: see the docstring)."""
@@ -697,16 +722,16 @@ class Bench:
         """Runs one workload with RSS, CPU and counters around it, and judges it. With
         check_allowed False the caller checks the auth filter's "allowed" counter over several
         runs at once (the filter reports it at its tick, so a per-run check has to wait)."""
-        s0, rss0, cpu0 = env.stats(), env.rss_mib(), env.cpu_seconds()
+        s0, rss0, cpu0 = env.stats(), env.rss_mib(), env.cpu_ns()
         r = fn()
         if not env.alive():
             raise RuntimeError(f"Envoy died during {what}:\n{tail(env.log_path)}")
-        cpu1, rss1 = env.cpu_seconds(), env.rss_mib()
+        cpu1, rss1 = env.cpu_ns(), env.rss_mib()
         if env.kind == "filter" and check_allowed:
             time.sleep(0.7)  # the filter reports allowed requests at its tick (0.5 s)
         s1 = env.stats()
         d = {k: s1.get(k, 0) - s0.get(k, 0) for k in set(s0) | set(s1)}
-        cpu = cpu1 - cpu0
+        cpu = (cpu1 - cpu0) / 1e9
         active = r["requests"] / r["rps"] if r["rps"] else 0.0  # the load generator's run time
         # envoy_cpu: the share of one CPU Envoy got while the load ran (1.0 = saturated, as it
         # should be: Envoy is the bottleneck). rps_per_cpu: requests per Envoy CPU-second, the
@@ -715,25 +740,10 @@ class Bench:
                  envoy_cpu=cpu / active if active else 0.0,
                  rps_per_cpu=r["requests"] / cpu if cpu > 0 else None,
                  counters={k: v for k, v in sorted(d.items()) if v})
-        ok2xx = d.get("http.bench.downstream_rq_2xx", 0)
-        bad = sum(d.get(f"http.bench.downstream_rq_{c}xx", 0) for c in (1, 3, 4, 5))
-        issues = []
-        if r["non2xx"]:
-            issues.append(f"{r['non2xx']} non-2xx responses")
-        if bad:
-            issues.append(f"Envoy counted {bad} non-2xx responses")
-        if r["socket_errors"]:
-            issues.append(f"load generator errors: {r['socket_detail']}")
-        if "total" in r and r["succeeded"] != r["total"]:
-            issues.append(f"h2load: {r['socket_detail']}")
         allowed = allowed_counter(env.kind, d) if check_allowed else None
         if allowed is not None:
             r["verified"] = allowed
-            if allowed < ok2xx:
-                issues.append(f"only {allowed} of {ok2xx} 2xx requests were verified by the auth filter")
-        if r["requests"] == 0 or ok2xx == 0:
-            issues.append("no successful requests")
-        r["issues"] = issues
+        r["issues"] = judge(r, d, allowed)
         self.cpu_shares.append((f"{env.name} {what}", r["envoy_cpu"]))
         return r
 
@@ -928,8 +938,7 @@ class Bench:
         procs = []
         try:
             for e in both:
-                argv = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
-                        "-H", f"Authorization: Bearer {token}", e.url + "/status/200"]
+                argv = self.wrk_argv(e, token, seconds)
                 procs.append((e, Procs.start(f"wrk {e.name}", argv, subprocess.PIPE, self.load_cpu)))
             texts = {}
             for e, p in procs:
@@ -955,16 +964,9 @@ class Bench:
             active = r["requests"] / r["rps"] if r["rps"] else 0.0
             r.update(envoy_cpu_s=cpu, envoy_cpu=cpu / active if active else 0.0,
                      rps_per_cpu=r["requests"] / cpu if cpu > 0 else None)
-            issues = []
-            if r["non2xx"]:
-                issues.append(f"{r['non2xx']} non-2xx responses")
-            bad = sum(d.get(f"http.bench.downstream_rq_{c}xx", 0) for c in (1, 3, 4, 5))
-            if bad:
-                issues.append(f"Envoy counted {bad} non-2xx responses")
-            if r["socket_errors"]:
-                issues.append(f"load generator errors: {r['socket_detail']}")
-            if r["requests"] == 0 or d.get("http.bench.downstream_rq_2xx", 0) == 0 or not r["rps_per_cpu"]:
-                issues.append("no successful requests")
+            # The "allowed" counters are checked per generation (check_verified): the filter
+            # reports them at its tick.
+            issues = judge(r, d, None)
             for msg in issues:
                 self.problems.append(f"head to head {alg} generation {gen + 1} {e.name}: {msg}")
             result[id(e)] = {k: r[k] for k in ("rps", "requests", "p50_ms", "p99_ms", "envoy_cpu_s", "envoy_cpu",
@@ -1494,18 +1496,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     explicit = {a.split("=")[0] for a in argv if a.startswith("--")}
     if args.quick:
-        if "--rounds" not in explicit:
-            args.rounds = 1
-        if "--repeated-rounds" not in explicit:
-            args.repeated_rounds = 2
-        if "--duration" not in explicit:
-            args.duration = 1
-        if "--pair-passes" not in explicit:
-            args.pair_passes = 0
-        if "--head-to-head" not in explicit:
-            args.head_to_head = 2
-        if "--head-to-head-loads" not in explicit:
-            args.head_to_head_loads = 1
+        quick = {"rounds": 1, "repeated_rounds": 2, "duration": 1, "pair_passes": 0, "head_to_head": 2,
+                 "head_to_head_loads": 1}
+        for dest, value in quick.items():
+            if "--" + dest.replace("_", "-") not in explicit:
+                setattr(args, dest, value)
     kinds = [k.strip() for k in args.configs.split(",") if k.strip()]
     if not kinds or any(k not in KINDS for k in kinds):
         ap.error(f"--configs takes a subset of {','.join(KINDS)}")

@@ -67,3 +67,15 @@ def test_each_target_missed_says_so(bench):
 def test_without_head_to_head_the_alternating_ratio_is_judged(bench):
     assert verdicts(bench, None, 0.94, 0.9, [115.0, 117.6, 117.6], 1)["repeated"].startswith("- ✗")
     assert verdicts(bench, None, 0.96, 0.9, [115.0, 117.6, 117.6], 1)["repeated"].startswith("- ✓")
+
+
+def test_a_load_is_judged_on_every_count(bench):
+    clean = {"non2xx": 0, "socket_errors": 0, "socket_detail": "", "requests": 100}
+    ok = {"http.bench.downstream_rq_2xx": 100}
+    assert bench.judge(clean, ok, 100) == []
+    assert bench.judge(clean, ok, None) == []
+    assert "non-2xx" in " ".join(bench.judge(clean | {"non2xx": 1}, ok, None))
+    assert "Envoy counted 2" in " ".join(bench.judge(clean, ok | {"http.bench.downstream_rq_4xx": 2}, None))
+    assert "only 99 of 100" in " ".join(bench.judge(clean, ok, 99))
+    assert "no successful requests" in bench.judge(clean, {}, None)
+    assert "h2load" in " ".join(bench.judge(clean | {"total": 10, "succeeded": 9}, ok, None))
