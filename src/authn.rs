@@ -142,13 +142,36 @@ pub fn authenticate(ctx: &Context<'_, '_>, found: &[FoundToken<'_>], path: &[u8]
     // the rest kept out of line: in Envoy a request's code is fetched again from the outer
     // caches every time (README "Performance"), so the lines this path spans cost time.
     let [presented] = found else { return authenticate_in_full(ctx, found, path, None) };
-    let hit = cached(ctx, presented);
-    if let Some((location, grant)) = hit.and_then(|hit| hit.grant_alone.as_ref()) {
-        if *location == presented.location {
-            return Verdict::Allow(Rc::clone(grant)).into();
-        }
+    match cached_alone(ctx, presented) {
+        Ok(grant) => Verdict::Allow(Rc::clone(grant)).into(),
+        Err(hit) => authenticate_in_full(ctx, found, path, Some(hit)),
     }
-    authenticate_in_full(ctx, found, path, Some(hit))
+}
+
+/// A request's only token, looked up in the cache: the grant it earned alone when it was
+/// verified, if it is cached with one for where it was presented now. Otherwise the
+/// lookup's answer (for [`authenticate_looked_up`] when it is a hit). What [`authenticate`] does first, for a
+/// caller that writes the grant itself without a [`Decision`] in between.
+pub fn cached_alone<'c>(
+    ctx: &Context<'c, '_>,
+    presented: &FoundToken<'_>,
+) -> Result<&'c Rc<Grant>, Option<&'c CachedToken>> {
+    let hit = cached(ctx, presented);
+    match hit.and_then(|hit| hit.grant_alone.as_ref()) {
+        Some((location, grant)) if *location == presented.location => Ok(grant),
+        _ => Err(hit),
+    }
+}
+
+/// [`authenticate`] for a request whose only token [`cached_alone`] found cached (`hit`)
+/// without a grant for where it was presented.
+pub fn authenticate_looked_up<'c>(
+    ctx: &Context<'c, '_>,
+    presented: &FoundToken<'_>,
+    path: &[u8],
+    hit: &'c CachedToken,
+) -> Decision {
+    authenticate_in_full(ctx, std::slice::from_ref(presented), path, Some(Some(hit)))
 }
 
 /// The cached entry for a presented token, if it is one of the current key set's, for a

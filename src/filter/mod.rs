@@ -30,7 +30,7 @@ use proxy_wasm::traits::{Context, RootContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::authn::{
-    authenticate, challenge, realm, Context as Request, Decision, Grant, KeyWait, KeysFor, RequestTime, Verdict,
+    authenticate, authenticate_looked_up, cached_alone, challenge, realm, Context as Request, Decision, Grant, KeyWait, KeysFor, RequestTime, Verdict,
 };
 use crate::config::{FilterConfig, HttpUri, KeySource, RemoteJwks};
 use crate::extract::{add_query_tokens, scan_headers, FoundToken, FoundTokens, HeaderScan};
@@ -196,6 +196,12 @@ impl Plugin {
     /// The verdict for a request's tokens with the keys and cached tokens held now;
     /// `now_ms` is a recent reading of `self.clock`.
     fn decide(&self, found: &[FoundToken<'_>], path: &[u8], now_ms: u64) -> Decision {
+        self.with_request(now_ms, |request| authenticate(request, found, path))
+    }
+
+    /// Runs `decide` on the state a request is decided against: the keys and cached tokens
+    /// held now; `now_ms` is a recent reading of `self.clock`.
+    fn with_request<R>(&self, now_ms: u64, decide: impl FnOnce(&Request<'_, '_>) -> R) -> R {
         let keys = |rule: usize| -> KeysFor<'_> {
             match (self.config.rules.get(rule).map(|r| &r.keys), self.remote(rule)) {
                 (Some(KeySource::Inline(keys)), _) => KeysFor::Ready { keys, generation: 0, may_refetch: false },
@@ -211,7 +217,7 @@ impl Plugin {
             host: &self.signatures,
             clock: RequestTime::new(now_ms / 1000, &read_clock),
         };
-        authenticate(&request, found, path)
+        decide(&request)
     }
 
     /// Decides; a wait first re-reads the shared record (another worker may hold the keys
@@ -517,7 +523,30 @@ impl Plugin {
         if found.is_empty() && !self.config.require_token {
             return Action::Continue;
         }
-        match self.resolve(&found, path, self.clock.recent()).verdict {
+        let recent_ms = self.clock.recent();
+        // The common request: one token, cached with the grant it earns where it was presented
+        // now. The grant is written at once, with no `Decision` in between (its code is fetched
+        // again on every request, README "Performance"). A cached token without such a grant
+        // is decided on that lookup; a token not cached goes through `resolve`.
+        let looked_up = match &*found {
+            [presented] => {
+                let lookup = self.with_request(recent_ms, |request| match cached_alone(request, presented) {
+                    Ok(grant) => Ok(self.allow(grant)),
+                    Err(Some(hit)) => Err(Some(authenticate_looked_up(request, presented, path, hit))),
+                    Err(None) => Err(None),
+                });
+                match lookup {
+                    Ok(action) => return action,
+                    Err(decision) => decision,
+                }
+            }
+            _ => None,
+        };
+        let decision = match looked_up {
+            Some(decision) => decision,
+            None => self.resolve(&found, path, recent_ms),
+        };
+        match decision.verdict {
             Verdict::Allow(grant) => self.allow(&grant),
             Verdict::PassWithoutToken => Action::Continue,
             verdict => self.wait_or_deny(context_id, verdict, found, path, headers),

@@ -31,7 +31,7 @@ use std::cell::RefCell;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Action;
 
-use super::SharedPlugin;
+use super::{Plugin, SharedPlugin};
 
 /// A configured root context of this VM.
 struct ConfiguredRoot {
@@ -49,19 +49,34 @@ thread_local! {
 /// `proxy_on_request_headers`, after scripts/wasm-exports.py renames it.
 #[no_mangle]
 pub extern "C" fn jcf_on_request_headers(context_id: u32, _num_headers: u32, _end_of_stream: u32) -> u32 {
-    let action = match plugin_of_stream() {
-        Some(plugin) => match plugin.try_borrow_mut() {
-            Ok(mut plugin) => plugin.on_request(context_id),
-            // Cannot happen (one thread, no re-entry); fail closed if it ever does.
-            Err(_) => fail_closed(context_id, "jwt filter busy\n"),
+    // One configuration in the VM (the usual case): the stream's, without asking the host,
+    // and used in place (the registry is only changed when a root is configured or ticks,
+    // never during a request).
+    let only = PLUGINS.with(|plugins| {
+        let plugins = plugins.try_borrow().ok()?;
+        let [only] = plugins.as_slice() else { return None };
+        Some(on_request(&only.plugin, context_id))
+    });
+    let action = match only {
+        Some(action) => action,
+        None => match plugin_of_named_stream() {
+            Some(plugin) => on_request(&plugin, context_id),
+            // A root whose configuration was rejected has no plugin, and Envoy does not run a
+            // filter whose configuration failed; fail closed rather than let a request pass
+            // unchecked if it ever does.
+            None => fail_closed(context_id, "jwt filter not configured\n"),
         },
-        // A root whose configuration was rejected has no plugin, and Envoy does not run a
-        // filter whose configuration failed; fail closed rather than let a request pass
-        // unchecked if it ever does.
-        None => fail_closed(context_id, "jwt filter not configured\n"),
     };
     // The SDK's enum is the ABI's value (`repr(u32)`).
     action as u32
+}
+
+fn on_request(plugin: &RefCell<Plugin>, context_id: u32) -> Action {
+    match plugin.try_borrow_mut() {
+        Ok(mut plugin) => plugin.on_request(context_id),
+        // Cannot happen (one thread, no re-entry); fail closed if it ever does.
+        Err(_) => fail_closed(context_id, "jwt filter busy\n"),
+    }
 }
 
 /// Answers 500 to a request the filter cannot decide (out of line: the request path's code
@@ -74,17 +89,10 @@ fn fail_closed(context_id: u32, why: &str) -> Action {
     Action::Pause
 }
 
-/// The plugin of the stream whose callback is running: the only one, or among several the
-/// newest whose plugin name is the stream's.
-fn plugin_of_stream() -> Option<SharedPlugin> {
-    // One configuration in the VM (the usual case): the stream's, without asking the host.
-    let only = PLUGINS.with(|plugins| match plugins.try_borrow().ok()?.as_slice() {
-        [only] => Some(only.plugin.clone()),
-        _ => None,
-    });
-    if only.is_some() {
-        return only;
-    }
+/// The plugin of the stream whose callback is running, among several configurations in the
+/// VM: the newest whose plugin name is the stream's (out of line: most VMs have one).
+#[inline(never)]
+fn plugin_of_named_stream() -> Option<SharedPlugin> {
     let name = effective_plugin_name()?;
     PLUGINS.with(|plugins| {
         let plugins = plugins.try_borrow().ok()?;
