@@ -529,22 +529,16 @@ impl Plugin {
         // again on every request, README "Performance"). A cached token without such a grant
         // is decided on that lookup; a token not cached goes through `resolve`.
         let looked_up = match &*found {
-            [presented] => {
-                let lookup = self.with_request(recent_ms, |request| match cached_alone(request, presented) {
-                    Ok(grant) => Ok(self.allow(grant)),
-                    Err(Some(hit)) => Err(Some(authenticate_looked_up(request, presented, path, hit))),
-                    Err(None) => Err(None),
-                });
-                match lookup {
-                    Ok(action) => return action,
-                    Err(decision) => decision,
-                }
-            }
-            _ => None,
+            [presented] => self.with_request(recent_ms, |request| match cached_alone(request, presented) {
+                Ok(grant) => Ok(self.allow(grant)),
+                Err(hit) => Err(hit.map(|hit| authenticate_looked_up(request, presented, path, hit))),
+            }),
+            _ => Err(None),
         };
         let decision = match looked_up {
-            Some(decision) => decision,
-            None => self.resolve(&found, path, recent_ms),
+            Ok(action) => return action,
+            Err(Some(decision)) => decision,
+            Err(None) => self.resolve(&found, path, recent_ms),
         };
         match decision.verdict {
             Verdict::Allow(grant) => self.allow(&grant),
