@@ -1492,8 +1492,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-idle", type=float, default=0, metavar="S",
                     help="before each Envoy run, wait up to S seconds for the machine to be idle "
                          "(< 15%% busy); for shared machines (default 0: do not wait)")
-    ap.add_argument("--out", type=Path, default=BENCH / "latest.md", help="report file (default bench/latest.md)")
+    ap.add_argument("--out", type=Path, default=BENCH / "latest.md",
+                    help="report file, or a directory to write latest.md into (default bench/latest.md)")
     args = ap.parse_args(argv)
+    # Checked now, not when the report is written 25 minutes later.
+    if args.out.is_dir():
+        args.out = args.out / "latest.md"
+    if not args.out.parent.is_dir():
+        ap.error(f"--out {args.out}: no directory {args.out.parent}")
     explicit = {a.split("=")[0] for a in argv if a.startswith("--")}
     if args.quick:
         quick = {"rounds": 1, "repeated_rounds": 2, "duration": 1, "pair_passes": 0, "head_to_head": 2,

@@ -79,3 +79,11 @@ def test_a_load_is_judged_on_every_count(bench):
     assert "only 99 of 100" in " ".join(bench.judge(clean, ok, 99))
     assert "no successful requests" in bench.judge(clean, {}, None)
     assert "h2load" in " ".join(bench.judge(clean | {"total": 10, "succeeded": 9}, ok, None))
+
+
+def test_an_out_path_that_cannot_be_written_is_refused_before_the_run(bench, capsys):
+    # The report is written at the end of a 25-minute run: a bad --out must fail at once.
+    with pytest.raises(SystemExit) as refused:
+        bench.main(["--out", "/nonexistent-dir/report.md"])
+    assert refused.value.code == 2
+    assert "no directory /nonexistent-dir" in capsys.readouterr().err
