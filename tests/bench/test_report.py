@@ -83,7 +83,9 @@ def test_a_load_is_judged_on_every_count(bench):
 
 def test_an_out_path_that_cannot_be_written_is_refused_before_the_run(bench, capsys):
     # The report is written at the end of a 25-minute run: a bad --out must fail at once.
+    # `--configs` is invalid too, and checked after `--out`: without the check this fails on
+    # the message (and at once) rather than starting a benchmark.
     with pytest.raises(SystemExit) as refused:
-        bench.main(["--out", "/nonexistent-dir/report.md"])
+        bench.main(["--out", "/nonexistent-dir/report.md", "--configs", "no-such-configuration"])
     assert refused.value.code == 2
     assert "no directory /nonexistent-dir" in capsys.readouterr().err
