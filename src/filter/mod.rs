@@ -519,6 +519,11 @@ impl Plugin {
                 let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, text, None);
             }
         }
+        #[cfg(feature = "test-panic")]
+        #[allow(clippy::panic)]
+        if path.starts_with(b"/__jcf_test_panic") {
+            panic!("test-panic build: aborting the VM on request");
+        }
         add_query_tokens(&self.config.locations, path, &mut found);
         if found.is_empty() && !self.config.require_token {
             return Action::Continue;

@@ -87,8 +87,9 @@ def istio_shaped_envoy_yaml(plugin: dict, workdir: Path) -> Path:
             "environment_variables": {"key_values": env},
         },
         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "{}"},
-        # failStrategy FAIL_CLOSE is Envoy's default (fail_open false).
-        "fail_open": spec.get("failStrategy") == "FAIL_OPEN",
+        # istiod maps failStrategy onto PluginConfig.failure_policy (FAIL_CLOSE: FAIL_CLOSED).
+        "failure_policy": {"FAIL_OPEN": "FAIL_OPEN", "FAIL_RELOAD": "FAIL_RELOAD"}.get(
+            spec.get("failStrategy", ""), "FAIL_CLOSED"),
     }
     path = workdir / f"envoy-istio-{meta['name']}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
