@@ -78,6 +78,8 @@ impl From<Verdict> for Decision {
 
 /// A token that passed, from the cache or just verified.
 struct Accepted<'a> {
+    /// Its place among the request's tokens (`found`: location order, then as presented).
+    order: usize,
     presented: &'a FoundToken<'a>,
     claims: &'a Value,
     payload_b64: &'a str,
@@ -208,23 +210,24 @@ fn authenticate_in_full<'c>(
 
     // First the cache, then structure and issuer of the rest: they need no keys, and any
     // invalid token refuses the request (as Envoy does with several tokens).
-    let mut misses: Vec<&FoundToken<'_>> = Vec::new();
+    let mut misses: Vec<(usize, &FoundToken<'_>)> = Vec::new();
     let mut accepted: Vec<Accepted<'_>> = Vec::new();
-    for presented in found {
+    for (order, presented) in found.iter().enumerate() {
         let hit = match single_lookup {
             Some(looked_up) if found.len() == 1 => looked_up,
             _ => cached(ctx, presented),
         };
         if let Some(hit) = hit {
-            accepted.push(Accepted { presented, claims: &hit.claims, payload_b64: &hit.payload_b64, rule: hit.rule });
+            let (claims, payload_b64, rule) = (&hit.claims, hit.payload_b64.as_str(), hit.rule);
+            accepted.push(Accepted { order, presented, claims, payload_b64, rule });
         } else {
-            misses.push(presented);
+            misses.push((order, presented));
         }
     }
     // Only tokens that have to be decoded are read as text.
-    let texts: Vec<_> = misses.iter().map(|presented| presented.text()).collect();
-    let mut fresh: Vec<(&FoundToken<'_>, DecodedToken<'_>, usize)> = Vec::with_capacity(misses.len());
-    for (presented, text) in misses.into_iter().zip(&texts) {
+    let texts: Vec<_> = misses.iter().map(|(_, presented)| presented.text()).collect();
+    let mut fresh: Vec<(usize, &FoundToken<'_>, DecodedToken<'_>, usize)> = Vec::with_capacity(misses.len());
+    for ((order, presented), text) in misses.into_iter().zip(&texts) {
         let token = match decode(text, config.max_token_bytes) {
             Ok(token) => token,
             Err(rejection) => return Verdict::Deny(rejection).into(),
@@ -235,13 +238,13 @@ fn authenticate_in_full<'c>(
         let Some(rule) = rule else {
             return Verdict::Deny(Rejection::UnknownIssuer).into();
         };
-        fresh.push((presented, token, rule));
+        fresh.push((order, presented, token, rule));
     }
 
     let now_secs = if fresh.is_empty() { clock.recent_secs } else { clock.exact_secs() };
     let mut waits = Vec::new();
     let mut generations = Vec::with_capacity(fresh.len());
-    for (_, token, rule_index) in &fresh {
+    for (_, _, token, rule_index) in &fresh {
         let Some(rule) = config.rules.get(*rule_index) else {
             return Verdict::Deny(Rejection::UnknownIssuer).into();
         };
@@ -266,24 +269,27 @@ fn authenticate_in_full<'c>(
         return Verdict::AwaitKeys(waits).into();
     }
 
-    // Location order, whichever way each token passed.
-    accepted.extend(fresh.iter().map(|(presented, token, rule)| Accepted {
+    // Presented order (location order, then as presented), whichever way each token passed:
+    // what is cached on this worker never changes which token's claims win.
+    accepted.extend(fresh.iter().map(|(order, presented, token, rule)| Accepted {
+        order: *order,
         presented,
         claims: &token.claims,
         payload_b64: token.payload_b64,
         rule: *rule,
     }));
     if accepted.len() > 1 {
-        accepted.sort_by_key(|a| a.presented.location);
+        accepted.sort_by_key(|a| a.order);
     }
     // What each verified token earns alone, for its cache entry. A query parameter's grant
     // depends on the path, so it is not kept.
     let grants_alone: Vec<Option<Rc<Grant>>> = fresh
         .iter()
-        .map(|(presented, token, rule)| match config.locations.get(presented.location) {
+        .map(|(_, presented, token, rule)| match config.locations.get(presented.location) {
             Some(TokenLocation::Param(_)) | None => None,
             Some(_) => {
-                let alone = Accepted { presented, claims: &token.claims, payload_b64: token.payload_b64, rule: *rule };
+                let alone =
+                    Accepted { order: 0, presented, claims: &token.claims, payload_b64: token.payload_b64, rule: *rule };
                 Some(Rc::new(grant(config, &[alone], path)))
             }
         })
@@ -299,7 +305,7 @@ fn authenticate_in_full<'c>(
         .into_iter()
         .zip(generations)
         .zip(grants_alone)
-        .map(|(((presented, token, rule), generation), grant_alone)| {
+        .map(|(((_, presented, token, rule), generation), grant_alone)| {
             let time = |name: &str| token.claims.get(name).and_then(Value::as_u64);
             let grant_alone = grant_alone.map(|grant| (presented.location, grant));
             let cached = CachedToken {
@@ -607,6 +613,31 @@ mod tests {
         // Two tokens: the combined grant, not either one's alone.
         let both = [at(0), at(1)].concat();
         assert_eq!(auth(&config, &both, &keys, &cache, &path, NOW).verdict, fresh(&both, &path).verdict);
+    }
+
+    #[test]
+    fn the_first_presented_token_wins_whatever_is_cached() {
+        let config = config_with(json!({}), json!({}));
+        let keys = inline_keys(&config);
+        let a = mint_with(json!({"groups": ["a-group"]}));
+        let b = mint_with(json!({"groups": ["b-group"]}));
+        // Both in the query (one location), A first: A's claims, in every cache state.
+        let path = format!("/headers?access_token={a}&access_token={b}");
+        let no_headers: Vec<(String, String)> = Vec::new();
+        let found = find_tokens(&config.locations, &no_headers, &path);
+        assert_eq!(found.len(), 2);
+        let alone = |token: &str| vec![FoundToken { location: 0, token: token.as_bytes().to_vec().into() }];
+        for cached in [vec![], vec![&a], vec![&b], vec![&a, &b]] {
+            let mut cache = TokenCache::new(10);
+            for token in &cached {
+                for (bytes, verified) in auth(&config, &alone(token), &keys, &cache, "/", NOW).newly_verified {
+                    cache.insert(&bytes, verified);
+                }
+            }
+            let Verdict::Allow(grant) = auth(&config, &found, &keys, &cache, &path, NOW).verdict else { panic!() };
+            let groups = grant.set_headers.iter().find(|(name, _)| name == "x-jwt-claim.groups");
+            assert_eq!(groups.map(|(_, v)| v.as_str()), Some("a-group"), "cached: {}", cached.len());
+        }
     }
 
     #[test]

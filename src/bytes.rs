@@ -58,61 +58,23 @@ pub fn contains_byte(bytes: &[u8], byte: u8) -> bool {
     rest.iter().any(|&b| b == byte)
 }
 
-/// The bits that lowercase the ASCII letters of an eight-byte word (bit 5 of each letter's
-/// byte). Setting bit 5 lowercases an uppercase letter and turns no other byte into a
-/// lowercase letter, so comparing words with it set at the letters of the lowercase word
-/// is `eq_ignore_ascii_case`, eight bytes at once.
-const fn letter_case_bits(lowercase: [u8; 8]) -> u64 {
-    const fn bit(byte: u8) -> u8 {
-        if byte.is_ascii_lowercase() {
-            0x20
-        } else {
-            0
-        }
-    }
-    let [a, b, c, d, e, f, g, h] = lowercase;
-    u64::from_le_bytes([bit(a), bit(b), bit(c), bit(d), bit(e), bit(f), bit(g), bit(h)])
+/// `name` is a spelling of the header name `owned`: the same in any ASCII case, with `_` and
+/// `-` taken as one character. Many upstream stacks (WSGI, PHP, Rack/Rails, CGI, FastCGI)
+/// fold `_` into `-`, so a client's `x_jwt_claim_groups` reaches them as `x-jwt-claim-groups`:
+/// every header the filter owns is matched this way, so that no spelling of one survives.
+pub fn same_header_name(name: &[u8], owned: &[u8]) -> bool {
+    name.len() == owned.len() && name.iter().zip(owned).all(|(&a, &b)| fold_header_byte(a) == fold_header_byte(b))
 }
 
-/// A name that is at least eight bytes long, lowercase (no ASCII uppercase), to compare
-/// with in any ASCII case: [`CaselessName::is_prefix_of`].
-#[derive(Debug, Clone, Copy)]
-pub struct CaselessName<const N: usize> {
-    /// The first and the last eight bytes, as words, and their letters' case bits.
-    head: (u64, u64),
-    tail: (u64, u64),
+/// `name` starts with a spelling of `owned` ([`same_header_name`]).
+pub fn starts_with_header_name(name: &[u8], owned: &[u8]) -> bool {
+    name.get(..owned.len()).is_some_and(|head| same_header_name(head, owned))
 }
 
-impl<const N: usize> CaselessName<N> {
-    /// `lowercase` must hold no ASCII uppercase letter and be at least eight bytes long: for
-    /// constants, where a check that fails (or an index out of range) stops the build.
-    #[allow(clippy::indexing_slicing)] // every index is below 8 <= N (the loops' conditions)
-    pub const fn new(lowercase: &[u8; N]) -> CaselessName<N> {
-        assert!(N >= 8);
-        let mut i = 0;
-        while i < N {
-            assert!(!lowercase[i].is_ascii_uppercase());
-            i += 1;
-        }
-        let mut head = [0u8; 8];
-        let mut tail = [0u8; 8];
-        let mut i = 0;
-        while i < 8 {
-            head[i] = lowercase[i];
-            tail[i] = lowercase[N - 8 + i];
-            i += 1;
-        }
-        CaselessName {
-            head: (u64::from_le_bytes(head), letter_case_bits(head)),
-            tail: (u64::from_le_bytes(tail), letter_case_bits(tail)),
-        }
-    }
-
-    /// `bytes` starts with this name, in any ASCII case.
-    pub fn is_prefix_of(&self, bytes: &[u8]) -> bool {
-        let (head, head_case) = self.head;
-        let (tail, tail_case) = self.tail;
-        bytes.len() >= N && word(bytes, 0) | head_case == head && word(bytes, N - 8) | tail_case == tail
+fn fold_header_byte(byte: u8) -> u8 {
+    match byte {
+        b'_' => b'-',
+        _ => byte.to_ascii_lowercase(),
     }
 }
 
@@ -155,21 +117,25 @@ mod tests {
     }
 
     #[test]
-    fn a_caseless_name_is_eq_ignore_ascii_case_on_the_prefix() {
-        const NAME: CaselessName<11> = CaselessName::new(b"x-jwt-claim");
-        for yes in ["x-jwt-claim", "X-JWT-CLAIM", "x-Jwt-Claim.groups", "x-jwt-claimz"] {
-            assert!(NAME.is_prefix_of(yes.as_bytes()), "{yes}");
+    fn header_names_match_in_any_case_and_either_separator() {
+        for yes in ["x-jwt-claim", "X-JWT-CLAIM", "x_jwt_claim", "X_Jwt-Claim", "x-jwt_claim"] {
+            assert!(same_header_name(yes.as_bytes(), b"x-jwt-claim"), "{yes}");
+            assert!(same_header_name(yes.as_bytes(), b"x_jwt_claim"), "{yes}");
         }
-        for no in ["x-jwt-clai", "x_jwt-claim", "x-jwt-claIn", "y-jwt-claim", "x\rjwt-claim", "x-jwt-cla\u{e9}m", ""] {
-            assert!(!NAME.is_prefix_of(no.as_bytes()), "{no}");
+        for no in ["x-jwt-clai", "x.jwt-claim", "x-jwt-claIn", "y-jwt-claim", "x\rjwt-claim", "x-jwt-cla\u{e9}m", ""] {
+            assert!(!same_header_name(no.as_bytes(), b"x-jwt-claim"), "{no}");
         }
-        // Every byte against every byte, at every position: exactly eq_ignore_ascii_case.
+        assert!(starts_with_header_name(b"x_jwt_claim_groups", b"x-jwt-claim"));
+        assert!(starts_with_header_name(b"X-JWT-CLAIM.groups", b"x-jwt-claim"));
+        assert!(!starts_with_header_name(b"x-jwt-clai", b"x-jwt-claim"));
+        // Every byte against every byte, at every position: case and separator folding only.
         let name = b"x-jwt-claim";
         for at in 0..name.len() {
             for byte in 0..=255u8 {
                 let mut probe = *name;
                 probe[at] = byte;
-                assert_eq!(NAME.is_prefix_of(&probe), probe.eq_ignore_ascii_case(name), "byte {byte:#x} at {at}");
+                let expected = probe.eq_ignore_ascii_case(name) || (name[at] == b'-' && byte == b'_');
+                assert_eq!(same_header_name(&probe, name), expected, "byte {byte:#x} at {at}");
             }
         }
     }

@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use crate::bytes::CaselessName;
+use crate::bytes::starts_with_header_name;
 
 /// Every header whose lowercased name starts with this belongs to the filter.
 pub const CLAIM_HEADER_PREFIX: &str = match std::str::from_utf8(CLAIM_PREFIX_BYTES) {
@@ -20,8 +20,6 @@ pub const CLAIM_HEADER_PREFIX: &str = match std::str::from_utf8(CLAIM_PREFIX_BYT
     Err(_) => "",
 };
 const CLAIM_PREFIX_BYTES: &[u8; 11] = b"x-jwt-claim";
-/// The prefix as the request path compares it with every header name.
-const CLAIM_FAMILY: CaselessName<11> = CaselessName::new(CLAIM_PREFIX_BYTES);
 
 /// A path of object keys into the claims, outermost first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,9 +116,10 @@ pub fn is_header_value(text: &str) -> bool {
 }
 
 /// `true` for every header name in the filter's `x-jwt-claim` family, in any case and with
-/// any separator: such headers are only ever written by the filter.
+/// any separator (`x_jwt_claim_groups` too, [`starts_with_header_name`]): such headers are only
+/// ever written by the filter.
 pub fn is_claim_header_family(name: &[u8]) -> bool {
-    CLAIM_FAMILY.is_prefix_of(name)
+    starts_with_header_name(name, CLAIM_PREFIX_BYTES)
 }
 
 #[cfg(test)]
@@ -182,7 +181,17 @@ mod tests {
 
     #[test]
     fn claim_header_family_is_case_and_separator_blind() {
-        for name in ["x-jwt-claim.groups", "X-JWT-Claim.Groups", "x-jwt-claim-groups", "x-jwt-claimx", "X-Jwt-Claim"] {
+        for name in [
+            "x-jwt-claim.groups",
+            "X-JWT-Claim.Groups",
+            "x-jwt-claim-groups",
+            "x-jwt-claimx",
+            "X-Jwt-Claim",
+            "x_jwt_claim_groups",
+            "x_jwt_claim.groups",
+            "X_JWT_CLAIM_SCOPE",
+            "x-jwt_claim-groups",
+        ] {
             assert!(is_claim_header_family(name.as_bytes()), "{name}");
         }
         for name in ["x-jwt-clai", "x-jwt-sub", "authorization", "xx-jwt-claim"] {

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use crate::bytes::{contains_byte, same_bytes};
+use crate::bytes::{contains_byte, same_bytes, same_header_name};
 use crate::claims::is_claim_header_family;
 use crate::config::{FilterConfig, TokenLocation};
 use crate::headermap::{text, Header};
@@ -166,33 +166,55 @@ fn add_header_tokens<'a>(locations: &[TokenLocation], name: &[u8], value: &'a [u
 }
 
 /// Adds the tokens in the query of `path` (the request's `:path`, bytes as sent) for the
-/// query parameter locations. The path is read as text only when it has a query: lossy
-/// where it is not UTF-8 (a token with replacement characters then fails to decode).
+/// query parameter locations. Names and values are percent-decoded first (RFC 6750 §2.3: the
+/// query is `application/x-www-form-urlencoded`; jwt_authn decodes it too), so
+/// `access%5Ftoken=...` presents a token like `access_token=...` does.
 pub fn add_query_tokens<'a>(locations: &[TokenLocation], path: &'a [u8], found: &mut FoundTokens<'a>) {
     if !contains_byte(path, b'?') || !locations.iter().any(|l| matches!(l, TokenLocation::Param(_))) {
         return;
     }
-    match text(path) {
-        Cow::Borrowed(path) => each_query_token(locations, path, |index, value| found.push(index, value)),
-        Cow::Owned(path) => each_query_token(locations, &path, |index, value| {
-            let token = trim_whitespace(value);
-            if !token.is_empty() {
-                found.insert(FoundToken { location: index, token: Cow::Owned(token.to_vec()) });
-            }
-        }),
-    }
-}
-
-fn each_query_token<'p>(locations: &[TokenLocation], path: &'p str, mut found: impl FnMut(usize, &'p [u8])) {
     for (index, location) in locations.iter().enumerate() {
-        if let TokenLocation::Param(name) = location {
-            for (key, value) in query_pairs(path) {
-                if key == name {
-                    found(index, value.as_bytes());
+        let TokenLocation::Param(name) = location else { continue };
+        for (key, value) in query_pairs(path) {
+            if percent_decoded(key).as_ref() != name.as_bytes() {
+                continue;
+            }
+            match percent_decoded(value) {
+                Cow::Borrowed(value) => found.push(index, value),
+                Cow::Owned(value) => {
+                    let token = trim_whitespace(&value);
+                    if !token.is_empty() {
+                        found.insert(FoundToken { location: index, token: Cow::Owned(token.to_vec()) });
+                    }
                 }
             }
         }
     }
+}
+
+/// `%XX` sequences decoded; borrowed when there are none. A `%` not followed by two hex
+/// digits stays as it is (as Envoy's decoder leaves it). `+` is not turned into a space: a
+/// token never holds either, so a `+` fails to decode as one whichever way it is read.
+pub fn percent_decoded(bytes: &[u8]) -> Cow<'_, [u8]> {
+    if !contains_byte(bytes, b'%') {
+        return Cow::Borrowed(bytes);
+    }
+    let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16)).and_then(|d| u8::try_from(d).ok());
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        match (byte, hex(bytes.get(at + 1)), hex(bytes.get(at + 2))) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push(high << 4 | low);
+                at += 3;
+            }
+            _ => {
+                decoded.push(byte);
+                at += 1;
+            }
+        }
+    }
+    Cow::Owned(decoded)
 }
 
 /// `str::trim` on bytes: the same result for text, without reading the token in between.
@@ -248,22 +270,31 @@ fn after_prefix<'a>(value: &'a [u8], prefix: &str) -> Option<&'a [u8]> {
     value.get(at + prefix.len()..)
 }
 
-/// The `key=value` pairs of the query part of a request path (no percent-decoding: tokens
-/// are base64url and dots, which need none).
-pub fn query_pairs(path: &str) -> impl Iterator<Item = (&str, &str)> {
-    // A byte search: `split_once('?')` sets up a char searcher per request.
-    let query = path.bytes().position(|b| b == b'?').and_then(|at| path.get(at + 1..)).unwrap_or("");
-    let query = query.split_once('#').map_or(query, |(q, _)| q);
-    query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
+/// The `key=value` pairs of the query part of a request path, as sent (not decoded).
+pub fn query_pairs(path: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let query = path.iter().position(|&b| b == b'?').and_then(|at| path.get(at + 1..)).unwrap_or_default();
+    let query = query.iter().position(|&b| b == b'#').and_then(|end| query.get(..end)).unwrap_or(query);
+    query.split(|&b| b == b'&').filter(|p| !p.is_empty()).map(|pair| {
+        match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (pair.get(..eq).unwrap_or_default(), pair.get(eq + 1..).unwrap_or_default()),
+            None => (pair, &[][..]),
+        }
+    })
 }
 
-/// The path with every `name=...` query parameter removed.
+/// The path with every parameter whose (percent-decoded) name is `name` removed; the others
+/// kept as they were sent.
 pub fn without_param(path: &str, name: &str) -> String {
     let Some((base, query)) = path.split_once('?') else {
         return path.to_string();
     };
-    let kept: Vec<&str> =
-        query.split('&').filter(|p| !p.is_empty() && p.split_once('=').map(|(k, _)| k).unwrap_or(p) != name).collect();
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| {
+            let key = p.split_once('=').map_or(*p, |(k, _)| k);
+            !p.is_empty() && percent_decoded(key.as_bytes()).as_ref() != name.as_bytes()
+        })
+        .collect();
     if kept.is_empty() {
         base.to_string()
     } else {
@@ -271,11 +302,11 @@ pub fn without_param(path: &str, name: &str) -> String {
     }
 }
 
-/// `true` for an incoming header the filter owns: the whole `x-jwt-claim` family (any case,
-/// any separator) and every header a rule writes. Such headers are removed from every request
-/// before anything else, so only the filter can ever set them.
+/// `true` for an incoming header the filter owns: the whole `x-jwt-claim` family and every
+/// header a rule writes, in any case and with `_` for `-` ([`same_header_name`]). Such headers
+/// are removed from every request before anything else, so only the filter can ever set them.
 pub fn is_owned_header(config: &FilterConfig, name: &[u8]) -> bool {
-    is_claim_header_family(name) || config.owned_headers.iter().any(|h| name_is(name, h.as_bytes()))
+    is_claim_header_family(name) || config.owned_headers.iter().any(|h| same_header_name(name, h.as_bytes()))
 }
 
 /// `name` is `lowercase` (a lowercased name) in any ASCII case. Envoy hands header names
@@ -473,17 +504,35 @@ mod tests {
     }
 
     #[test]
-    fn query_tokens_only_from_a_query_and_copied_from_a_path_that_is_not_utf8() {
+    fn query_tokens_only_from_a_query_and_as_bytes_from_a_path_that_is_not_utf8() {
         let mut found = FoundTokens::default();
         add_query_tokens(&defaults(), b"/headers", &mut found);
         add_query_tokens(&defaults(), b"/headers#access_token=x", &mut found);
         assert!(found.is_empty());
         add_query_tokens(&defaults(), b"/h?x=\xff&access_token=a.b\xfe", &mut found);
-        assert_eq!(tokens(found.clone()), vec![(1, "a.b\u{fffd}".to_string())]);
-        assert!(matches!(found[0].token, Cow::Owned(_)));
+        assert!(matches!(found[0].token, Cow::Borrowed(b"a.b\xfe")));
+        assert_eq!(found[0].text(), "a.b\u{fffd}", "decoded as text, lossy: it then fails to decode");
         let mut borrowed = FoundTokens::default();
         add_query_tokens(&defaults(), b"/h?access_token=q.q.q", &mut borrowed);
         assert!(matches!(borrowed[0].token, Cow::Borrowed(b"q.q.q")));
+    }
+
+    #[test]
+    fn query_names_and_values_are_percent_decoded() {
+        let found = |path: &str| {
+            let mut found = FoundTokens::default();
+            add_query_tokens(&defaults(), path.as_bytes(), &mut found);
+            tokens(found)
+        };
+        let token = |t: &str| vec![(1, t.to_string())];
+        assert_eq!(found("/h?access%5Ftoken=garbage"), token("garbage"));
+        assert_eq!(found("/h?access%5ftoken=a.b.c"), token("a.b.c"));
+        assert_eq!(found("/h?%61ccess_token=a%2Eb%2ec"), token("a.b.c"));
+        assert_eq!(found("/h?access_token=a.b.c%20"), token("a.b.c"), "trimmed after decoding");
+        assert_eq!(found("/h?access%5Xtoken=a.b.c&access_token%=x"), vec![], "not hex: kept as sent");
+        assert_eq!(percent_decoded(b"100%"), Cow::Borrowed(&b"100%"[..]));
+        assert_eq!(percent_decoded(b"%zz%4"), Cow::<[u8]>::Owned(b"%zz%4".to_vec()));
+        assert_eq!(percent_decoded(b"%e2%82%ac"), Cow::<[u8]>::Owned("\u{20ac}".as_bytes().to_vec()));
     }
 
     #[test]
@@ -492,6 +541,8 @@ mod tests {
         assert_eq!(without_param("/h?a=1&access_token=x&b=2", "access_token"), "/h?a=1&b=2");
         assert_eq!(without_param("/h?access_token_x=1", "access_token"), "/h?access_token_x=1");
         assert_eq!(without_param("/h", "access_token"), "/h");
+        // Every spelling of the name goes; the rest stays as sent.
+        assert_eq!(without_param("/h?access%5Ftoken=x&b=%20x&%61ccess_token=y", "access_token"), "/h?b=%20x");
     }
 
     #[test]
@@ -531,10 +582,24 @@ mod tests {
                 "outputClaimToHeaders":[{"header":"x-sub","claim":"sub"}]}]}"#,
         )
         .unwrap();
-        for name in ["x-jwt-claim.groups", "X-JWT-Claim.Groups", "x-jwt-claim-groups", "X-Jwt-Payload", "x-sub"] {
+        let owned = [
+            "x-jwt-claim.groups",
+            "X-JWT-Claim.Groups",
+            "x-jwt-claim-groups",
+            "X-Jwt-Payload",
+            "x-sub",
+            // Underscore spellings: upstream stacks that fold `_` into `-` would read these as ours.
+            "x_jwt_claim_groups",
+            "x_jwt_claim.groups",
+            "X_JWT_CLAIM_SCOPE",
+            "x_jwt_payload",
+            "X_Jwt-Payload",
+            "x_sub",
+        ];
+        for name in owned {
             assert!(is_owned_header(&config, name.as_bytes()), "{name}");
         }
-        for name in ["authorization", "x-jwt", "host"] {
+        for name in ["authorization", "x-jwt", "host", "x_custom", "x-sub2", "x.sub"] {
             assert!(!is_owned_header(&config, name.as_bytes()), "{name}");
         }
     }

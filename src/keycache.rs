@@ -152,6 +152,28 @@ impl KeyRecord {
         self.begin_fetch(now_ms, policy)
     }
 
+    /// The lease a fetch holds, while it holds it.
+    pub fn lease(&self, now_ms: u64) -> Option<u64> {
+        match self.state {
+            KeyState::Fetching { lease_until_ms, .. } if now_ms < lease_until_ms => Some(lease_until_ms),
+            _ => None,
+        }
+    }
+
+    /// The fetch that took `lease_until_ms` will not answer (the configuration that started
+    /// it is gone, and the host cancelled its call): its lease ends now, so the next tick of
+    /// any configuration of this key set fetches at once rather than waiting the lease out.
+    /// `false` if that lease is no longer the record's.
+    pub fn abandon_fetch(&mut self, lease_until_ms: u64, now_ms: u64) -> bool {
+        match &mut self.state {
+            KeyState::Fetching { lease_until_ms: held, .. } if *held == lease_until_ms => {
+                *held = now_ms;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A fetch returned a usable key set. Returns its generation.
     pub fn fetch_succeeded(&mut self, jwks: String, now_ms: u64, policy: &KeyPolicy) -> u64 {
         self.consecutive_failures = 0;

@@ -2,8 +2,7 @@
 
 use std::cell::Cell;
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
+use super::host::{self, Status};
 
 use crate::hostsig;
 use crate::verify::HostVerifier;
@@ -36,9 +35,9 @@ impl HostVerifier for EnvoySignatures {
             return None;
         }
         let arguments = hostsig::encode_arguments(hash, spki_der, signature, signing_input);
-        match hostcalls::call_foreign_function(Self::FUNCTION, Some(&arguments)) {
+        match host::call_foreign_function(Self::FUNCTION, &arguments) {
             Ok(answer) => Some(answer.is_some_and(|bytes| hostsig::decode_result(&bytes))),
-            Err(Status::NotFound) => {
+            Err(Status::NOT_FOUND) => {
                 self.usable.set(false);
                 None
             }

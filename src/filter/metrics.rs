@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 
-use proxy_wasm::hostcalls;
+use super::host;
 use proxy_wasm::types::MetricType;
 
 use crate::verify::Rejection;
@@ -28,7 +28,7 @@ pub(super) struct Metrics {
 impl Metrics {
     pub(super) fn define() -> Metrics {
         let counter =
-            |name: &str| hostcalls::define_metric(MetricType::Counter, &format!("jwt_claims_filter.{name}")).ok();
+            |name: &str| host::define_metric(MetricType::Counter, &format!("jwt_claims_filter.{name}")).ok();
         Metrics {
             fetch_success: counter("jwks_fetch_success"),
             fetch_failure: counter("jwks_fetch_failure"),
@@ -41,7 +41,7 @@ impl Metrics {
 
     pub(super) fn bump(id: Option<u32>) {
         if let Some(id) = id {
-            let _ = hostcalls::increment_metric(id, 1);
+            let _ = host::increment_metric(id, 1);
         }
     }
 
@@ -57,7 +57,7 @@ impl Metrics {
     pub(super) fn report(&self) {
         let unreported = self.allowed_unreported.replace(0);
         if let (Some(id), true) = (self.allowed, unreported > 0) {
-            let _ = hostcalls::increment_metric(id, i64::from(unreported));
+            let _ = host::increment_metric(id, i64::from(unreported));
         }
     }
 

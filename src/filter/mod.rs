@@ -8,10 +8,11 @@
 //! deadlines). Requests enter through [`streams`], which finds the plugin of the request's
 //! root and hands it the request: no per-stream context is kept.
 //!
-//! Host calls go through `hostcalls` on the *effective* context, so the same code serves a
+//! Host calls go through [`host`] (the ABI, never a panic) on the *effective* context, so the same code serves a
 //! request in its own callback and a paused request resumed later (after
 //! `set_effective_context`).
 
+mod host;
 mod host_signatures;
 mod metrics;
 mod request_headers;
@@ -23,11 +24,10 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, RootContext};
-use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::authn::{
     authenticate, authenticate_looked_up, cached_alone, challenge, realm, Context as Request, Decision, Grant, KeyWait, KeysFor, RequestTime, Verdict,
@@ -54,15 +54,12 @@ const WAITING_TICK: Duration = Duration::from_millis(20);
 
 proxy_wasm::main! {{
     // Host calls are not allowed here; on_vm_start takes Envoy's log level.
-    proxy_wasm::set_log_level(LogLevel::Info);
+    host::install_logger(log::LevelFilter::Info);
     proxy_wasm::set_root_context(|context_id| Box::new(PluginRoot { context_id }));
 }}
 
 fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs().saturating_mul(1000).saturating_add(u64::from(d.subsec_millis())))
+    host::current_time_ms().unwrap_or(0)
 }
 
 /// Requests decided on one reading of the host's clock at most, whatever the ticks do.
@@ -103,11 +100,14 @@ impl HostClock {
     }
 }
 
-/// A dispatched fetch: for which rule, and whether it asks for the discovery document.
-#[derive(Clone, Copy)]
+/// A dispatched fetch: for which rule, through which cluster, and whether it asks for the
+/// discovery document.
 struct Fetch {
     rule: usize,
+    cluster: String,
     discovery: bool,
+    /// The shared record's lease this fetch holds (see [`Plugin::abandon_fetches`]).
+    lease_until_ms: u64,
 }
 
 /// A request paused until keys arrive, with what is needed to decide it again.
@@ -304,7 +304,7 @@ impl Plugin {
             if !self.dispatch_at_tick.contains(&rule_index) {
                 self.dispatch_at_tick.push(rule_index);
             }
-            let _ = hostcalls::set_tick_period(WAITING_TICK);
+            let _ = host::set_tick_period(WAITING_TICK);
             return;
         }
         let Some(rule) = self.config.rules.get(rule_index) else { return };
@@ -324,14 +324,27 @@ impl Plugin {
             (":scheme", uri.scheme.as_str()),
             ("accept", "application/json"),
         ];
-        match hostcalls::dispatch_http_call(&cluster, headers, None, vec![], rule.timeout) {
+        match host::dispatch_http_call(&cluster, headers, rule.timeout) {
             Ok(token) => {
                 log::debug!("jwks: fetching {}://{}{} via cluster {cluster}", uri.scheme, uri.authority, uri.path);
-                self.fetches.insert(token, Fetch { rule: rule_index, discovery });
+                let lease_until_ms = self.remote(rule_index).and_then(|r| r.record.lease(now_ms)).unwrap_or(now_ms);
+                self.fetches.insert(token, Fetch { rule: rule_index, cluster, discovery, lease_until_ms });
             }
             Err(status) => {
                 log::warn!("jwks: cannot dispatch to cluster {cluster:?} ({status:?}); is the cluster defined?");
                 self.fetch_failed(rule_index, now_ms);
+            }
+        }
+    }
+
+    /// This configuration is gone, and the host cancelled the fetches it had in flight: their
+    /// leases end now, so that the configuration replacing it fetches at once.
+    fn abandon_fetches(&mut self, now_ms: u64) {
+        for fetch in std::mem::take(&mut self.fetches).into_values() {
+            if let Some(remote) = self.remote_mut(fetch.rule) {
+                if remote.update(|record| record.abandon_fetch(fetch.lease_until_ms, now_ms)) {
+                    log::info!("jwks: rule {}: the fetch of a replaced configuration is abandoned", fetch.rule);
+                }
             }
         }
     }
@@ -348,30 +361,19 @@ impl Plugin {
         }
     }
 
-    /// A dispatched call answered (or failed: no headers). Returns `false` for a token that
-    /// is not one of ours.
-    fn on_fetch_response(&mut self, token: u32, body_size: usize, now_ms: u64) -> bool {
+    /// A dispatched call answered, or failed: then the host has no response for it (no
+    /// headers; reading them is an error, whatever stage the call failed at). Returns `false`
+    /// for a token that is not one of ours.
+    fn on_fetch_response(&mut self, token: u32, num_headers: usize, body_size: usize, now_ms: u64) -> bool {
         let Some(fetch) = self.fetches.remove(&token) else { return false };
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
-        let body = match status.as_deref() {
-            Some("200") if body_size <= MAX_FETCH_BODY_BYTES => {
-                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten()
-            }
-            _ => None,
-        };
-        let outcome = match (status.as_deref(), body) {
-            (None, _) => Err("no response (connection failure or timeout)".to_string()),
-            (Some("200"), None) if body_size > MAX_FETCH_BODY_BYTES => {
-                Err(format!("body of {body_size} bytes exceeds {MAX_FETCH_BODY_BYTES}"))
-            }
-            (Some("200"), None) => Err("empty body".to_string()),
-            (Some("200"), Some(body)) if fetch.discovery => self.take_discovery(fetch.rule, &body).map(|()| None),
-            (Some("200"), Some(body)) => match (KeySet::parse(&body, false), String::from_utf8(body)) {
+        let outcome = match fetched_body(num_headers, body_size) {
+            Err(why) => Err(why),
+            Ok(body) if fetch.discovery => self.take_discovery(fetch.rule, &body).map(|()| None),
+            Ok(body) => match (KeySet::parse(&body, false), String::from_utf8(body)) {
                 (Ok(keys), Ok(text)) => Ok(Some((keys, text))),
                 (Err(e), _) => Err(e.to_string()),
                 (_, Err(_)) => Err("the JWKS is not UTF-8".to_string()),
             },
-            (Some(other), _) => Err(format!("HTTP status {other}")),
         };
         match outcome {
             Ok(Some((keys, text))) => {
@@ -391,7 +393,7 @@ impl Plugin {
             // Discovery answered: now fetch the JWKS it names (the lease is still ours).
             Ok(None) => self.dispatch(fetch.rule, now_ms),
             Err(why) => {
-                log::warn!("jwks: fetch for rule {} failed: {why}", fetch.rule);
+                log::warn!("jwks: rule {}: fetch via cluster {} failed: {why}", fetch.rule, fetch.cluster);
                 self.fetch_failed(fetch.rule, now_ms);
             }
         }
@@ -426,18 +428,18 @@ impl Plugin {
                 }
                 verdict = Verdict::Deny(Rejection::KeysUnavailable);
             }
-            if hostcalls::set_effective_context(request.context_id).is_err() {
+            if host::set_effective_context(request.context_id).is_err() {
                 // The host deleted the stream: its client went away while it waited.
                 log::debug!("request {} ended while it waited for keys", request.context_id);
                 continue;
             }
             if let Action::Continue = self.apply(verdict, &request.realm) {
-                let _ = hostcalls::resume_http_request();
+                let _ = host::resume_request();
             }
             // Back to the running callback's context before the next request is decided: a
             // fetch that decision starts belongs to the effective context, and the host
             // cancels it when that context goes (a stream's, once its response is sent).
-            let _ = hostcalls::set_effective_context(current);
+            let _ = host::set_effective_context(current);
         }
     }
 
@@ -447,7 +449,7 @@ impl Plugin {
             self.remotes.iter().flatten().any(|r| r.record.availability(now_ms) == Availability::Pending);
         let idle = self.waiting.is_empty() && !first_keys_pending && self.dispatch_at_tick.is_empty();
         let period = if idle { IDLE_TICK } else { WAITING_TICK };
-        let _ = hostcalls::set_tick_period(period);
+        let _ = host::set_tick_period(period);
     }
 
     /// Applies a verdict to the effective context's request (a woken or refused one; a
@@ -471,15 +473,15 @@ impl Plugin {
     /// Writes a grant into the request, which goes on.
     fn allow(&self, grant: &Grant) -> Action {
         for name in &grant.remove_headers {
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+            let _ = host::remove_header(MapType::HttpRequestHeaders, name);
         }
         // Add, not replace: every header a grant writes is one the filter owns, removed
         // from the request on arrival, and adding spares Envoy a lookup.
         for (name, value) in &grant.set_headers {
-            let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
+            let _ = host::add_header(MapType::HttpRequestHeaders, name, value);
         }
         if let Some(path) = &grant.new_path {
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
+            let _ = host::replace_header(MapType::HttpRequestHeaders, ":path", path);
         }
         self.metrics.allowed();
         Action::Continue
@@ -491,7 +493,7 @@ impl Plugin {
         let challenge = challenge(realm, rejection);
         let body = format!("{}\n", rejection.message());
         let headers = vec![("www-authenticate", challenge.as_str()), ("content-type", "text/plain")];
-        let _ = hostcalls::send_http_response(rejection.status(), headers, Some(body.as_bytes()));
+        let _ = host::send_response(rejection.status(), &headers, body.as_bytes());
     }
 
     /// The request path: strip owned headers, find tokens, decide, apply or pause.
@@ -516,7 +518,7 @@ impl Plugin {
         for name in owned {
             // Owned names are ASCII; a name that is not UTF-8 is none of them.
             if let Ok(text) = std::str::from_utf8(name) {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, text, None);
+                let _ = host::remove_header(MapType::HttpRequestHeaders, text);
             }
         }
         #[cfg(feature = "test-panic")]
@@ -610,6 +612,30 @@ impl Plugin {
     }
 }
 
+/// The body of a fetch's response if it is a 200 the filter may read, else why not.
+fn fetched_body(num_headers: usize, body_size: usize) -> Result<Vec<u8>, String> {
+    const NO_RESPONSE: &str = "no response (connection refused or reset, TLS handshake failed, or timed out)";
+    if num_headers == 0 {
+        return Err(NO_RESPONSE.to_string());
+    }
+    let status = match host::header(MapType::HttpCallResponseHeaders, ":status") {
+        Ok(Some(status)) => status,
+        Ok(None) => return Err("a response without :status".to_string()),
+        Err(_) => return Err(NO_RESPONSE.to_string()),
+    };
+    if status != b"200" {
+        return Err(format!("HTTP status {}", text(&status)));
+    }
+    if body_size > MAX_FETCH_BODY_BYTES {
+        return Err(format!("body of {body_size} bytes exceeds {MAX_FETCH_BODY_BYTES}"));
+    }
+    match host::buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+        Ok(Some(body)) if !body.is_empty() => Ok(body),
+        Ok(_) => Err("empty body".to_string()),
+        Err(status) => Err(format!("the body cannot be read ({status})")),
+    }
+}
+
 /// What a request whose header map does not parse is read as: no headers.
 #[cold]
 #[inline(never)]
@@ -635,12 +661,12 @@ struct PluginRoot {
 }
 
 impl Context for PluginRoot {
-    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _trailers: usize) {
         if let Some(plugin) = streams::plugin_of_root(self.context_id) {
             if let Ok(mut plugin) = plugin.try_borrow_mut() {
                 plugin.current_context = self.context_id;
                 let now = plugin.clock.read();
-                if plugin.on_fetch_response(token_id, body_size, now) {
+                if plugin.on_fetch_response(token_id, num_headers, body_size, now) {
                     plugin.wake_waiting(now, self.context_id);
                 }
             }
@@ -651,15 +677,21 @@ impl Context for PluginRoot {
 impl RootContext for PluginRoot {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
         // Let Envoy's log level decide: the SDK then skips formatting what Envoy would drop.
-        if let Ok(level) = hostcalls::get_log_level() {
-            proxy_wasm::set_log_level(level);
+        if let Ok(level) = host::log_level() {
+            log::set_max_level(level);
         }
         log::info!("jwt-claims-filter {} starting", env!("CARGO_PKG_VERSION"));
         true
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let bytes = match host::buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                log::error!("jwt-claims-filter: cannot read the plugin configuration ({status})");
+                return false;
+            }
+        };
         let config = match FilterConfig::parse(&bytes) {
             Ok(config) => config,
             Err(e) => {
@@ -673,7 +705,7 @@ impl RootContext for PluginRoot {
         // configuration can be lost (the main thread's clusters are not up yet), and a lost
         // call would hold the fetch lease until it runs out. With inline keys only, the tick
         // still keeps the clock's recent reading fresh.
-        let _ = hostcalls::set_tick_period(if needs_fetching { WAITING_TICK } else { IDLE_TICK });
+        let _ = host::set_tick_period(if needs_fetching { WAITING_TICK } else { IDLE_TICK });
         let plugin_name = streams::effective_plugin_name();
         let shown_name = plugin_name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
         log::info!("jwt-claims-filter configured (root context {}, plugin name '{shown_name}')", self.context_id);

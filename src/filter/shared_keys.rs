@@ -1,8 +1,7 @@
 //! A remote rule's key set as this VM sees it: a snapshot of the shared record (proxy-wasm
 //! shared data, one per Envoy process) and the key set parsed from it.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
+use super::host::{self, Status};
 
 use crate::authn::KeysFor;
 use crate::config::{JwtRule, RemoteJwks};
@@ -59,8 +58,8 @@ impl RemoteKeys {
     /// (the main thread's VM configures before any worker starts) means every lease is then
     /// taken by a real compare-and-swap.
     pub(super) fn ensure_record(&self) {
-        if let Ok((None, _)) = hostcalls::get_shared_data(&self.shared_key) {
-            let _ = hostcalls::set_shared_data(&self.shared_key, Some(&KeyRecord::default().encode()), None);
+        if let Ok((None, _)) = host::shared_data(&self.shared_key) {
+            let _ = host::set_shared_data(&self.shared_key, &KeyRecord::default().encode(), None);
         }
     }
 
@@ -79,14 +78,14 @@ impl RemoteKeys {
                 self.adopt(record);
                 return false;
             }
-            match hostcalls::set_shared_data(&self.shared_key, Some(&record.encode()), cas) {
+            match host::set_shared_data(&self.shared_key, &record.encode(), cas) {
                 Ok(()) => {
                     self.adopt(record);
                     return true;
                 }
-                Err(Status::CasMismatch) => continue, // another worker wrote first: re-read
+                Err(Status::CAS_MISMATCH) => continue, // another worker wrote first: re-read
                 Err(status) => {
-                    log::warn!("jwks: cannot write shared data ({status:?})");
+                    log::warn!("jwks: cannot write shared data ({status})");
                     return false;
                 }
             }
@@ -113,7 +112,7 @@ impl RemoteKeys {
 /// The shared record and its CAS token; an empty record when there is none (or it is not
 /// one this version understands).
 fn read_record(key: &str) -> (KeyRecord, Option<u32>) {
-    match hostcalls::get_shared_data(key) {
+    match host::shared_data(key) {
         Ok((Some(bytes), cas)) => (KeyRecord::decode(&bytes).unwrap_or_default(), cas),
         Ok((None, cas)) => (KeyRecord::default(), cas),
         Err(_) => (KeyRecord::default(), None),

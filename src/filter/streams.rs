@@ -28,10 +28,9 @@
 
 use std::cell::RefCell;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::Action;
 
-use super::{Plugin, SharedPlugin};
+use super::{host, Plugin, SharedPlugin};
 
 /// A configured root context of this VM.
 struct ConfiguredRoot {
@@ -85,7 +84,7 @@ fn on_request(plugin: &RefCell<Plugin>, context_id: u32) -> Action {
 #[inline(never)]
 fn fail_closed(context_id: u32, why: &str) -> Action {
     log::error!("request {context_id}: {}; answering 500", why.trim_end());
-    let _ = hostcalls::send_http_response(500, vec![], Some(why.as_bytes()));
+    let _ = host::send_response(500, &[], why.as_bytes());
     Action::Pause
 }
 
@@ -103,7 +102,7 @@ fn plugin_of_named_stream() -> Option<SharedPlugin> {
 /// The host's `plugin_name` for the effective context, root or stream (Envoy: the filter's
 /// `config.name`).
 pub(super) fn effective_plugin_name() -> Option<Vec<u8>> {
-    hostcalls::get_property(vec!["plugin_name"]).ok().flatten()
+    host::property(&["plugin_name"]).ok().flatten()
 }
 
 /// The plugin of a root context, if it is configured.
@@ -141,12 +140,16 @@ pub(super) fn forget_gone_roots(current: u32) {
         }
         plugins.retain(|root| {
             let id = root.context_id;
-            let alive = id == current || hostcalls::set_effective_context(id).is_ok();
+            let alive = id == current || host::set_effective_context(id).is_ok();
             if !alive {
                 log::info!("jwt-claims-filter: root context {id} is gone (configuration replaced or removed); its state is freed");
+                if let Ok(mut plugin) = root.plugin.try_borrow_mut() {
+                    let now_ms = plugin.clock.read();
+                    plugin.abandon_fetches(now_ms);
+                }
             }
             alive
         });
-        let _ = hostcalls::set_effective_context(current);
+        let _ = host::set_effective_context(current);
     });
 }
