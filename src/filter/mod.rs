@@ -624,7 +624,10 @@ fn fetched_body(num_headers: usize, body_size: usize) -> Result<Vec<u8>, String>
         Err(_) => return Err(NO_RESPONSE.to_string()),
     };
     if status != b"200" {
-        return Err(format!("HTTP status {}", text(&status)));
+        return Err(match envoy_connect_failure(&status, body_size) {
+            Some(reason) => format!("no response ({reason}; check the cluster's address and TLS settings)"),
+            None => format!("HTTP status {}", text(&status)),
+        });
     }
     if body_size > MAX_FETCH_BODY_BYTES {
         return Err(format!("body of {body_size} bytes exceeds {MAX_FETCH_BODY_BYTES}"));
@@ -634,6 +637,18 @@ fn fetched_body(num_headers: usize, body_size: usize) -> Result<Vec<u8>, String>
         Ok(_) => Err("empty body".to_string()),
         Err(status) => Err(format!("the body cannot be read ({status})")),
     }
+}
+
+/// Envoy's own reason when the fetch never reached the server: the router answers a
+/// connection or TLS failure with a local 503 whose body starts like this.
+fn envoy_connect_failure(status: &[u8], body_size: usize) -> Option<String> {
+    const ENVOY_REPLY: &str = "upstream connect error or disconnect/reset before headers";
+    if status != b"503" {
+        return None;
+    }
+    let body = host::buffer(BufferType::HttpCallResponseBody, 0, body_size.min(512)).ok().flatten()?;
+    let body = text(&body);
+    body.starts_with(ENVOY_REPLY).then(|| body.chars().filter(|c| !c.is_control()).collect())
 }
 
 /// What a request whose header map does not parse is read as: no headers.
