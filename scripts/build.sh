@@ -1,12 +1,43 @@
 #!/usr/bin/env bash
 # Builds the filter (release, wasm32-wasip1) into wasm/jwt_claims_filter.wasm.
+#   scripts/build.sh                 the module (what ships)
+#   scripts/build.sh --test-panic    also the test-only variant (cargo feature `test-panic`: a
+#                                    request whose :path starts with /__jcf_test_panic aborts
+#                                    the VM) into wasm/jwt_claims_filter.test-panic.wasm, for
+#                                    tests/e2e/test_vm_reload.py. Never ship that file.
+# Both use the same target directory: the feature adds no dependency feature, so only the
+# filter's own crate is compiled again. The variant is built first and the shipped module
+# last, so cargo's state ends at the normal features (a later plain build has nothing to do)
+# and the normal module is built exactly as without the option.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-cargo_for_target wasm32-wasip1 build --release --lib --quiet
+
+TEST_PANIC_OUT="$ROOT/wasm/jwt_claims_filter.test-panic.wasm"
+test_panic=0
+for arg in "$@"; do
+  case "$arg" in
+    --test-panic) test_panic=1 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) log "unknown argument: $arg (see --help)"; exit 2 ;;
+  esac
+done
+
 mkdir -p wasm
-# Only the callbacks the filter handles stay exported: the host skips the rest per stream.
-python3 "$ROOT/scripts/wasm-exports.py" trim \
-  "$(target_dir_for wasm32-wasip1)/release/jwt_claims_filter.wasm" "$WASM_OUT.tmp"
-mv "$WASM_OUT.tmp" "$WASM_OUT"
-log "wrote $WASM_OUT ($(stat -c %s "$WASM_OUT") bytes)"
+ARTEFACT="$(target_dir_for wasm32-wasip1)/release/jwt_claims_filter.wasm"
+
+# build_module OUT CARGO_ARGS...: builds with the extra cargo arguments and writes the module
+# to OUT. Only the callbacks the filter handles stay exported: the host skips the rest per
+# stream.
+build_module() {
+  local out="$1"; shift
+  cargo_for_target wasm32-wasip1 build --release --lib --quiet "$@"
+  python3 "$ROOT/scripts/wasm-exports.py" trim "$ARTEFACT" "$out.tmp"
+  mv "$out.tmp" "$out"
+  log "wrote $out ($(stat -c %s "$out") bytes)"
+}
+
+if [ "$test_panic" = 1 ]; then
+  build_module "$TEST_PANIC_OUT" --features test-panic
+fi
+build_module "$WASM_OUT"

@@ -5,7 +5,7 @@ Serves
   GET  /jwks.json                          the current key set, in the current mode
   GET  /.well-known/openid-configuration   {"issuer": ..., "jwks_uri": ".../jwks.json"}
 Control, on the same port
-  POST /_control/mode?m=ok|500|garbage|slow|reset|down[&delay=SECONDS]
+  POST /_control/mode?m=MODE[&delay=SECONDS]  MODE one of
        ok       200 with the key set
        500      HTTP 500
        garbage  200 with a body that is not a JWKS
@@ -13,6 +13,13 @@ Control, on the same port
        reset    closes the connection with a TCP RST (SO_LINGER 0), no response
        down     closes the connection without a response (FIN); for connection refused,
                 stop the server (JwksServer.stop()) and start it again on the same port
+     Failures after a 200 and its headers (Content-Length: the whole key set's length):
+       reset-after-headers  sends half the body, then closes with a TCP RST
+       trickle              sends the body a few bytes every 50 ms, spread over `delay`
+                            seconds (make it longer than the rule's `timeout`)
+       stall-after-headers  sends no body at all, until the client closes the connection
+     These three end by themselves when the client goes away or the server is stopped
+     (JwksServer.stop()), and after at most 60 s in any case.
   POST /_control/hold[?max=SECONDS]        hold every /jwks.json answer (whatever the mode)
                                            until /_control/release, or `max` seconds (10)
   POST /_control/release                   answer the held requests, stop holding
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import select
 import signal
 import socket
 import struct
@@ -50,7 +58,11 @@ try:
 except ImportError:  # run as a script: tests/support is on sys.path
     import tokens  # type: ignore[no-redef]
 
-MODES = ("ok", "500", "garbage", "slow", "reset", "down")
+MODES = ("ok", "500", "garbage", "slow", "reset", "down",
+         "reset-after-headers", "trickle", "stall-after-headers")
+# The longest an answer in an after-headers mode keeps its connection (and thread).
+AFTER_HEADERS_MAX = 60.0
+TRICKLE_STEP = 0.05  # seconds between two pieces of a trickled body
 GARBAGE = b"<html><body>this is not a JWKS</body></html>\n"
 
 
@@ -86,6 +98,65 @@ class _Handler(BaseHTTPRequestHandler):
             # Stop BaseHTTPRequestHandler.finish() from flushing into the closed socket.
             self.wfile = _Null()
 
+    # -- the after-headers modes (see the module docstring) ---------------------------------
+    def _serving(self, until: float) -> bool:
+        """The server this request came in on still runs (not stopped, not restarted) and
+        the answer has not reached AFTER_HEADERS_MAX."""
+        return self.server.owner._httpd is self.server and time.monotonic() < until
+
+    def _write_or_drop(self, data: bytes) -> bool:
+        """Writes and flushes `data`; False (and the connection dropped) if the client is gone."""
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+            return True
+        except OSError:
+            self._abort(rst=False)
+            return False
+
+    def _send_head(self, body: bytes) -> bool:
+        """200 and headers announcing all of `body`, flushed; False if the client is gone."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        try:
+            self.end_headers()  # flushes the headers
+            return True
+        except OSError:
+            self._abort(rst=False)
+            return False
+
+    def _client_gone(self, wait: float) -> bool:
+        """Waits up to `wait` s for the client to close (or send anything: it is not waiting
+        for this answer any more either way)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], wait)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    def _stall(self) -> None:
+        until = time.monotonic() + AFTER_HEADERS_MAX
+        while self._serving(until) and not self._client_gone(TRICKLE_STEP):
+            pass
+
+    def _trickle(self, body: bytes, duration: float) -> None:
+        """The body in equal pieces every TRICKLE_STEP s, the last one after `duration` s."""
+        steps = max(2, int(duration / TRICKLE_STEP))
+        size = max(1, -(-len(body) // steps))
+        until = time.monotonic() + AFTER_HEADERS_MAX
+        if not self._send_head(body):
+            return
+        start = time.monotonic()
+        for i, offset in enumerate(range(0, len(body), size)):
+            if i:
+                pause = start + i * duration / steps - time.monotonic()
+                if self._client_gone(max(0.0, pause)) or not self._serving(until):
+                    self._abort(rst=False)
+                    return
+            if not self._write_or_drop(body[offset:offset + size]):
+                return
+
     def do_GET(self):
         owner = self.server.owner
         path = urlsplit(self.path).path
@@ -106,6 +177,15 @@ class _Handler(BaseHTTPRequestHandler):
             elif mode == "reset":
                 self._abort(rst=True)
             elif mode == "down":
+                self._abort(rst=False)
+            elif mode == "reset-after-headers":
+                if self._send_head(body) and self._write_or_drop(body[:max(1, len(body) // 2)]):
+                    self._abort(rst=True)
+            elif mode == "trickle":
+                self._trickle(body, delay)
+            elif mode == "stall-after-headers":
+                if self._send_head(body):
+                    self._stall()
                 self._abort(rst=False)
         elif path == "/.well-known/openid-configuration":
             with owner._lock:
@@ -168,9 +248,12 @@ class JwksServer:
 
     def __init__(self, port: int = 0, keyset: str | None = "istio", body: bytes | None = None,
                  issuer: str | None = None, slow_delay: float = 10.0, verbose: bool = False,
-                 public_host: str | None = None):
+                 public_host: str | None = None, ssl_context=None):
         self.port = port
         self.public_host = public_host
+        # An ssl.SSLContext (server side): serve HTTPS with it (see tests/support/tls.py).
+        self.ssl_context = ssl_context
+        self.scheme = "https" if ssl_context is not None else "http"
         self.verbose = verbose
         self.mode = "ok"
         self.slow_delay = slow_delay
@@ -195,7 +278,7 @@ class JwksServer:
     # -- state ------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def jwks_uri(self) -> str:
@@ -204,7 +287,7 @@ class JwksServer:
     @property
     def public_url(self) -> str:
         """The base URL under `public_host` (the discovery document's hosts)."""
-        return f"http://{self.public_host or '127.0.0.1'}:{self.port}"
+        return f"{self.scheme}://{self.public_host or '127.0.0.1'}:{self.port}"
 
     @property
     def issuer(self) -> str:
@@ -274,6 +357,11 @@ class JwksServer:
         httpd = _Server(("127.0.0.1", self.port), _Handler)
         httpd.owner = self
         self.port = httpd.server_address[1]
+        if self.ssl_context is not None:
+            # The handshake runs on the handler's thread (at its first read), so a client
+            # that fails it, or never sends a ClientHello, does not block accept().
+            httpd.socket = self.ssl_context.wrap_socket(httpd.socket, server_side=True,
+                                                        do_handshake_on_connect=False)
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, name=f"jwks:{self.port}",
                                         daemon=True)
