@@ -306,13 +306,11 @@ fn authenticate_in_full<'c>(
         .zip(generations)
         .zip(grants_alone)
         .map(|(((_, presented, token, rule), generation), grant_alone)| {
-            let time = |name: &str| token.claims.get(name).and_then(Value::as_u64);
             let grant_alone = grant_alone.map(|grant| (presented.location, grant));
             let cached = CachedToken {
                 rule,
                 generation,
-                exp: time("exp"),
-                nbf: time("nbf"),
+                validity: token.validity,
                 payload_b64: token.payload_b64.to_string(),
                 claims: token.claims,
                 grant_alone,

@@ -25,6 +25,7 @@ pub enum VerifyingKey {
     Ps512(PS512PublicKey),
     Es256(ES256PublicKey),
     Es384(ES384PublicKey),
+    Es512(p521::ecdsa::VerifyingKey),
     EdDsa(Ed25519PublicKey),
     Hs256(HS256Key),
     Hs384(HS384Key),
@@ -49,6 +50,7 @@ impl VerifyingKey {
             VerifyingKey::Ps512(_) => Algorithm::Ps512,
             VerifyingKey::Es256(_) => Algorithm::Es256,
             VerifyingKey::Es384(_) => Algorithm::Es384,
+            VerifyingKey::Es512(_) => Algorithm::Es512,
             VerifyingKey::EdDsa(_) => Algorithm::EdDsa,
             VerifyingKey::Hs256(_) => Algorithm::Hs256,
             VerifyingKey::Hs384(_) => Algorithm::Hs384,
@@ -75,6 +77,7 @@ impl Jwk {
             VerifyingKey::Rs512(k) => k.to_der().ok(),
             VerifyingKey::Es256(k) => k.to_der().ok(),
             VerifyingKey::Es384(k) => k.to_der().ok(),
+            VerifyingKey::Es512(k) => Some(p521_spki_der(k.to_sec1_point(false).as_bytes())),
             _ => None,
         };
         Jwk { kid, key, spki_der }
@@ -90,8 +93,10 @@ impl Jwk {
 pub struct KeySet {
     keys: Vec<Jwk>,
     usable_jwks: usize,
-    /// Why each skipped JWK was skipped, for the log (no key material).
-    pub skipped: Vec<String>,
+    /// The skipped JWKs as one line (none if nothing was skipped): read it through
+    /// [`KeySet::skipped_summary`]. Visible in the crate, and a list, only until the fetch log
+    /// in `filter/mod.rs` (which loops over it) reads it through that.
+    pub(crate) skipped: Vec<String>,
 }
 
 /// Why a JWKS document could not be used at all.
@@ -99,7 +104,8 @@ pub struct KeySet {
 pub enum JwksError {
     NotJson,
     NoKeysArray,
-    NoUsableKey { skipped: Vec<String> },
+    /// `skipped` is the summary of why each JWK was skipped (`None`: the list is empty).
+    NoUsableKey { skipped: Option<String> },
 }
 
 impl fmt::Display for JwksError {
@@ -107,11 +113,9 @@ impl fmt::Display for JwksError {
         match self {
             JwksError::NotJson => write!(f, "the JWKS is not a JSON object"),
             JwksError::NoKeysArray => write!(f, "the JWKS has no \"keys\" list"),
-            JwksError::NoUsableKey { skipped } if skipped.is_empty() => {
-                write!(f, "the JWKS holds no keys")
-            }
-            JwksError::NoUsableKey { skipped } => {
-                write!(f, "the JWKS holds no usable key ({})", skipped.join("; "))
+            JwksError::NoUsableKey { skipped: None } => write!(f, "the JWKS holds no keys"),
+            JwksError::NoUsableKey { skipped: Some(summary) } => {
+                write!(f, "the JWKS holds no usable key ({summary})")
             }
         }
     }
@@ -120,7 +124,8 @@ impl fmt::Display for JwksError {
 /// Why no key fits a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyMiss {
-    /// The `kid` is not in the set: maybe the issuer rotated keys since the last fetch.
+    /// No key could fit this `kid`: none is published under it and no key without a `kid` is
+    /// of the token's algorithm. Maybe the issuer rotated keys since the last fetch.
     UnknownKid,
     /// Keys exist under this `kid` (or, without a `kid`, in the set) but none of this algorithm.
     AlgorithmMismatch,
@@ -135,21 +140,21 @@ impl KeySet {
         let doc = doc.as_object().ok_or(JwksError::NotJson)?;
         let entries = doc.get("keys").and_then(Value::as_array).ok_or(JwksError::NoKeysArray)?;
         let mut set = KeySet::default();
+        let mut skips = SkipTally::default();
         for (i, entry) in entries.iter().enumerate() {
             match parse_jwk(entry, allow_symmetric) {
                 Ok(keys) => {
                     set.usable_jwks += 1;
                     set.keys.extend(keys);
                 }
-                Err(why) => {
-                    let kid = entry.get("kid").and_then(Value::as_str).unwrap_or("-");
-                    set.skipped.push(format!("keys[{i}] (kid {kid:?}): {why}"));
-                }
+                Err(skip) => skips.add(i, entry, skip),
             }
         }
+        let summary = skips.summary(entries.len());
         if set.keys.is_empty() {
-            return Err(JwksError::NoUsableKey { skipped: set.skipped });
+            return Err(JwksError::NoUsableKey { skipped: summary });
         }
+        set.skipped.extend(summary);
         Ok(set)
     }
 
@@ -162,18 +167,31 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// The keys a token with this `kid` and `alg` may be verified with: those of that
-    /// algorithm under that `kid`, or without a `kid`, every key of that algorithm (Envoy
-    /// does the same).
+    /// One line on the JWKs the set skipped, for the log: how many of how many, counted by
+    /// reason, and the first one's reason in full (its index and `kid`, never key material),
+    /// e.g. `skipped 9,998 of 10,000 keys: 9,990 unsupported kty, 8 use is not sig (first:
+    /// keys[0] kid "a": unsupported "kty" "XYZ")`. `None` when every JWK was usable.
+    pub fn skipped_summary(&self) -> Option<&str> {
+        self.skipped.first().map(String::as_str)
+    }
+
+    /// The keys a token with this `kid` and `alg` may be verified with, as Envoy chooses them:
+    /// a JWK with a `kid` serves only tokens naming that `kid`, a JWK without one serves every
+    /// token of its algorithm, and a token without a `kid` may use every key of its algorithm.
+    /// Keys published under the token's `kid` come first.
     pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<&Jwk>, KeyMiss> {
-        let under_kid = |k: &&Jwk| kid.is_none_or(|kid| k.kid.as_deref() == Some(kid));
-        let keys: Vec<&Jwk> = self.keys.iter().filter(under_kid).filter(|k| k.key.algorithm() == alg).collect();
-        if !keys.is_empty() {
-            Ok(keys)
-        } else if kid.is_some() && !self.keys.iter().any(|k| under_kid(&k)) {
-            Err(KeyMiss::UnknownKid)
-        } else {
-            Err(KeyMiss::AlgorithmMismatch)
+        let of_alg = self.keys.iter().filter(|k| k.key.algorithm() == alg);
+        let keys: Vec<&Jwk> = match kid {
+            None => of_alg.collect(),
+            Some(kid) => {
+                let under_kid = of_alg.clone().filter(|k| k.kid.as_deref() == Some(kid));
+                under_kid.chain(of_alg.filter(|k| k.kid.is_none())).collect()
+            }
+        };
+        match kid {
+            _ if !keys.is_empty() => Ok(keys),
+            Some(kid) if !self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) => Err(KeyMiss::UnknownKid),
+            _ => Err(KeyMiss::AlgorithmMismatch),
         }
     }
 
@@ -183,62 +201,177 @@ impl KeySet {
     }
 }
 
-fn member<'a>(jwk: &'a Map<String, Value>, name: &str) -> Result<&'a str, String> {
-    jwk.get(name).and_then(Value::as_str).ok_or_else(|| format!("missing or non-string {name:?}"))
+/// Why one JWK was skipped: a fixed reason to count by, and the particulars (no key material).
+#[derive(Debug)]
+struct Skip {
+    reason: &'static str,
+    detail: String,
 }
 
-fn b64_member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
+fn skip(reason: &'static str, detail: impl Into<String>) -> Skip {
+    Skip { reason, detail: detail.into() }
+}
+
+const MALFORMED_MEMBER: &str = "missing or malformed member";
+
+/// The skipped JWKs of one document, counted by reason.
+#[derive(Default)]
+struct SkipTally {
+    total: usize,
+    /// In the order the reasons first appeared.
+    by_reason: Vec<(&'static str, usize)>,
+    first: Option<String>,
+}
+
+impl SkipTally {
+    fn add(&mut self, index: usize, entry: &Value, skip: Skip) {
+        self.total += 1;
+        match self.by_reason.iter_mut().find(|(reason, _)| *reason == skip.reason) {
+            Some((_, count)) => *count += 1,
+            None => self.by_reason.push((skip.reason, 1)),
+        }
+        if self.first.is_none() {
+            let kid = match entry.get("kid").and_then(Value::as_str) {
+                Some(kid) => format!(" kid {:?}", clip(kid, 64)),
+                None => String::new(),
+            };
+            self.first = Some(format!("keys[{index}]{kid}: {}", clip(&skip.detail, 160)));
+        }
+    }
+
+    fn summary(&self, of: usize) -> Option<String> {
+        let first = self.first.as_ref()?;
+        let counts: Vec<String> =
+            self.by_reason.iter().map(|(reason, count)| format!("{} {reason}", thousands(*count))).collect();
+        let keys = if of == 1 { "key" } else { "keys" };
+        Some(format!(
+            "skipped {} of {} {keys}: {} (first: {first})",
+            thousands(self.total),
+            thousands(of),
+            counts.join(", ")
+        ))
+    }
+}
+
+/// At most `max` characters of `text`, marked when cut.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((at, _)) => format!("{}...", text.get(..at).unwrap_or_default()),
+    }
+}
+
+/// `n` with thousands separators: 9,998.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+fn member<'a>(jwk: &'a Map<String, Value>, name: &str) -> Result<&'a str, Skip> {
+    jwk.get(name).and_then(Value::as_str).ok_or_else(|| skip(MALFORMED_MEMBER, format!("missing or non-string {name:?}")))
+}
+
+fn b64_member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, Skip> {
     let text = member(jwk, name)?;
     // Some issuers pad their base64url; RFC 7518 says not to, but the bytes are the same.
-    URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).map_err(|_| format!("{name:?} is not base64url"))
+    URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|_| skip(MALFORMED_MEMBER, format!("{name:?} is not base64url")))
 }
 
+/// The DER SubjectPublicKeyInfo of a P-521 key (RFC 5480): `id-ecPublicKey` on `secp521r1`
+/// and the 133-byte uncompressed point, what BoringSSL's `d2i_PUBKEY` reads.
+pub(crate) fn p521_spki_der(point: &[u8]) -> Vec<u8> {
+    const PREFIX: [u8; 25] = [
+        0x30, 0x81, 0x9b, // SEQUENCE, 155 bytes
+        0x30, 0x10, // SEQUENCE, 16 bytes: the algorithm
+        0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, // id-ecPublicKey
+        0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23, // secp521r1
+        0x03, 0x81, 0x86, 0x00, // BIT STRING, 134 bytes, no unused bits
+    ];
+    let mut der = Vec::with_capacity(PREFIX.len() + point.len());
+    der.extend_from_slice(&PREFIX);
+    der.extend_from_slice(point);
+    der
+}
+
+/// The curve of an EC JWK: its `crv`, or where it has none, the one its `alg` fixes.
+fn ec_curve(jwk: &Map<String, Value>, declared_alg: Option<Algorithm>) -> Result<Algorithm, Skip> {
+    let crv = match (jwk.get("crv"), declared_alg) {
+        (Some(crv), _) => crv.as_str().ok_or_else(|| skip(MALFORMED_MEMBER, "\"crv\" is not a string"))?,
+        (None, Some(Algorithm::Es256)) => "P-256",
+        (None, Some(Algorithm::Es384)) => "P-384",
+        (None, Some(Algorithm::Es512)) => "P-521",
+        (None, Some(alg)) => return Err(skip(ALG_MISFIT, format!("\"alg\" {} does not fit kty \"EC\"", alg.name()))),
+        (None, None) => return Err(skip("no crv or alg", "an EC key with neither \"crv\" nor \"alg\" to fix the curve")),
+    };
+    match crv {
+        "P-256" => Ok(Algorithm::Es256),
+        "P-384" => Ok(Algorithm::Es384),
+        "P-521" => Ok(Algorithm::Es512),
+        other => Err(skip("unsupported curve", format!("unsupported EC curve {:?}", clip(other, 32)))),
+    }
+}
+
+const ALG_MISFIT: &str = "alg does not fit the key";
+const INVALID_KEY: &str = "invalid key";
+
 /// One JWK into the keys it yields (RSA keys without `alg` yield one per RSA algorithm).
-fn parse_jwk(entry: &Value, allow_symmetric: bool) -> Result<Vec<Jwk>, String> {
-    let jwk = entry.as_object().ok_or("not an object")?;
+fn parse_jwk(entry: &Value, allow_symmetric: bool) -> Result<Vec<Jwk>, Skip> {
+    let jwk = entry.as_object().ok_or_else(|| skip("not an object", "not an object"))?;
     let kty = member(jwk, "kty")?;
     if let Some(usage) = jwk.get("use") {
         if usage.as_str() != Some("sig") {
-            return Err(format!("\"use\" is {usage}, not \"sig\""));
+            return Err(skip("use is not sig", format!("\"use\" is {}, not \"sig\"", clip(&usage.to_string(), 32))));
         }
     }
     if let Some(ops) = jwk.get("key_ops") {
         let verifies = ops.as_array().is_some_and(|ops| ops.iter().any(|o| o.as_str() == Some("verify")));
         if !verifies {
-            return Err("\"key_ops\" does not include \"verify\"".into());
+            return Err(skip("key_ops without verify", "\"key_ops\" does not include \"verify\""));
         }
     }
     let declared_alg = match jwk.get("alg") {
         None => None,
         Some(a) => {
-            let name = a.as_str().ok_or("\"alg\" is not a string")?;
-            Some(Algorithm::from_name(name).ok_or_else(|| format!("unsupported \"alg\" {name:?}"))?)
+            let name = a.as_str().ok_or_else(|| skip(MALFORMED_MEMBER, "\"alg\" is not a string"))?;
+            let alg = Algorithm::from_name(name);
+            Some(alg.ok_or_else(|| skip("unsupported alg", format!("unsupported \"alg\" {:?}", clip(name, 32))))?)
         }
     };
     let kid = match jwk.get("kid") {
         None => None,
-        Some(k) => Some(k.as_str().ok_or("\"kid\" is not a string")?.to_string()),
+        Some(k) => Some(k.as_str().ok_or_else(|| skip(MALFORMED_MEMBER, "\"kid\" is not a string"))?.to_string()),
     };
 
     let candidates: Vec<Algorithm> = match kty {
         "RSA" => Algorithm::RSA.to_vec(),
-        "EC" => match member(jwk, "crv")? {
-            "P-256" => vec![Algorithm::Es256],
-            "P-384" => vec![Algorithm::Es384],
-            other => return Err(format!("unsupported EC curve {other:?}")),
-        },
+        "EC" => vec![ec_curve(jwk, declared_alg)?],
         "OKP" => match member(jwk, "crv")? {
             "Ed25519" => vec![Algorithm::EdDsa],
-            other => return Err(format!("unsupported OKP curve {other:?}")),
+            other => return Err(skip("unsupported curve", format!("unsupported OKP curve {:?}", clip(other, 32)))),
         },
         "oct" if allow_symmetric => Algorithm::HMAC.to_vec(),
-        "oct" => return Err("symmetric (oct) keys are only accepted in an inline \"jwks\"".into()),
-        other => return Err(format!("unsupported \"kty\" {other:?}")),
+        "oct" => {
+            return Err(skip("symmetric key in a fetched set", "symmetric (oct) keys are only accepted in an inline \"jwks\""))
+        }
+        other => return Err(skip("unsupported kty", format!("unsupported \"kty\" {:?}", clip(other, 32)))),
     };
     let algorithms = match declared_alg {
         None => candidates,
         Some(alg) if candidates.contains(&alg) => vec![alg],
-        Some(alg) => return Err(format!("\"alg\" {} does not fit kty {kty:?}", alg.name())),
+        Some(alg) if kty == "EC" => {
+            let crv = candidates.first().map_or("?", |c| curve_name(*c));
+            return Err(skip(ALG_MISFIT, format!("\"alg\" {} contradicts \"crv\" {crv:?}", alg.name())));
+        }
+        Some(alg) => return Err(skip(ALG_MISFIT, format!("\"alg\" {} does not fit kty {kty:?}", alg.name()))),
     };
 
     let mut keys = Vec::with_capacity(algorithms.len());
@@ -247,38 +380,43 @@ fn parse_jwk(entry: &Value, allow_symmetric: bool) -> Result<Vec<Jwk>, String> {
             let n = b64_member(jwk, "n")?;
             let e = b64_member(jwk, "e")?;
             for alg in algorithms {
-                let key = rsa_key(alg, &n, &e).map_err(|_| "invalid RSA modulus or exponent".to_string())?;
+                let key = rsa_key(alg, &n, &e).map_err(|_| skip(INVALID_KEY, "invalid RSA modulus or exponent"))?;
                 keys.push(Jwk::new(kid.clone(), key));
             }
         }
         "EC" => {
             let x = b64_member(jwk, "x")?;
             let y = b64_member(jwk, "y")?;
-            let width = if algorithms.first() == Some(&Algorithm::Es256) { 32 } else { 48 };
+            let curve = algorithms.first().copied().unwrap_or(Algorithm::Es256);
+            let width = match curve {
+                Algorithm::Es256 => 32,
+                Algorithm::Es384 => 48,
+                _ => 66,
+            };
             if x.len() != width || y.len() != width {
-                return Err(format!("\"x\" and \"y\" must be {width} bytes for this curve"));
+                return Err(skip(INVALID_KEY, format!("\"x\" and \"y\" must be {width} bytes for this curve")));
             }
             // SEC1 uncompressed point: 0x04 || x || y.
             let mut point = Vec::with_capacity(1 + 2 * width);
             point.push(4);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            let key = if width == 32 {
-                ES256PublicKey::from_bytes(&point).map(VerifyingKey::Es256)
-            } else {
-                ES384PublicKey::from_bytes(&point).map(VerifyingKey::Es384)
+            let key = match curve {
+                Algorithm::Es256 => ES256PublicKey::from_bytes(&point).map(VerifyingKey::Es256).ok(),
+                Algorithm::Es384 => ES384PublicKey::from_bytes(&point).map(VerifyingKey::Es384).ok(),
+                _ => p521::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(VerifyingKey::Es512).ok(),
             };
-            keys.push(Jwk::new(kid, key.map_err(|_| "the point is not on the curve".to_string())?));
+            keys.push(Jwk::new(kid, key.ok_or_else(|| skip(INVALID_KEY, "the point is not on the curve"))?));
         }
         "OKP" => {
             let x = b64_member(jwk, "x")?;
-            let key = Ed25519PublicKey::from_bytes(&x).map_err(|_| "invalid Ed25519 public key".to_string())?;
+            let key = Ed25519PublicKey::from_bytes(&x).map_err(|_| skip(INVALID_KEY, "invalid Ed25519 public key"))?;
             keys.push(Jwk::new(kid, VerifyingKey::EdDsa(key)));
         }
         _ => {
             let k = b64_member(jwk, "k")?;
             if k.is_empty() {
-                return Err("empty \"k\"".into());
+                return Err(skip(INVALID_KEY, "empty \"k\""));
             }
             for alg in algorithms {
                 let key = match alg {
@@ -291,6 +429,16 @@ fn parse_jwk(entry: &Value, allow_symmetric: bool) -> Result<Vec<Jwk>, String> {
         }
     }
     Ok(keys)
+}
+
+/// The JWK `crv` of an ECDSA algorithm.
+fn curve_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::Es256 => "P-256",
+        Algorithm::Es384 => "P-384",
+        Algorithm::Es512 => "P-521",
+        _ => "?",
+    }
 }
 
 fn rsa_key(alg: Algorithm, n: &[u8], e: &[u8]) -> Result<VerifyingKey, jwt_simple::Error> {
@@ -319,7 +467,7 @@ mod tests {
     fn istio_sample_set_yields_every_rsa_algorithm_under_its_kid() {
         let set = KeySet::parse(ISTIO_JWKS.as_bytes(), false).unwrap();
         assert_eq!(set.len(), 6);
-        assert!(set.skipped.is_empty());
+        assert_eq!(set.skipped_summary(), None);
         assert_eq!(found_algs(&set, Some(ISTIO_KID), Algorithm::Rs256), Ok(1));
         assert_eq!(found_algs(&set, Some(ISTIO_KID), Algorithm::Ps512), Ok(1));
         assert_eq!(found_algs(&set, Some("other"), Algorithm::Rs256), Err("UnknownKid".into()));
@@ -353,9 +501,105 @@ mod tests {
             ]}}"#
         );
         let set = KeySet::parse(doc.as_bytes(), false).unwrap();
-        assert_eq!(set.skipped.len(), 7, "{:?}", set.skipped);
+        let summary = set.skipped_summary().unwrap();
+        assert_eq!(
+            summary,
+            "skipped 7 of 8 keys: 1 use is not sig, 1 unsupported kty, 2 invalid key, \
+             1 missing or malformed member, 1 symmetric key in a fetched set, 1 not an object \
+             (first: keys[0] kid \"enc\": \"use\" is \"enc\", not \"sig\")"
+        );
         assert_eq!(found_algs(&set, Some(ISTIO_KID), Algorithm::Rs256), Ok(1));
-        assert!(set.skipped.iter().all(|s| !s.contains("AQAB")), "no key material in reasons");
+        assert!(!summary.contains("AQAB") && !summary.contains("c2VjcmV0"), "no key material in reasons");
+    }
+
+    #[test]
+    fn many_skipped_keys_are_one_bounded_line() {
+        let good = ISTIO_JWKS.trim().trim_start_matches("{ \"keys\":[").trim_end_matches("]}");
+        let mut keys: Vec<String> = (0..9_990).map(|i| format!(r#"{{"kty":"XYZ","kid":"k{i}"}}"#)).collect();
+        keys.extend((0..8).map(|i| format!(r#"{{"kty":"RSA","use":"enc","kid":"e{i}","n":"AQAB","e":"AQAB"}}"#)));
+        keys.push(good.to_string());
+        keys.push(good.to_string());
+        let doc = format!(r#"{{"keys":[{}]}}"#, keys.join(","));
+        let set = KeySet::parse(doc.as_bytes(), false).unwrap();
+        assert_eq!(set.usable_jwks(), 2);
+        assert_eq!(
+            set.skipped_summary(),
+            Some(r#"skipped 9,998 of 10,000 keys: 9,990 unsupported kty, 8 use is not sig (first: keys[0] kid "k0": unsupported "kty" "XYZ")"#)
+        );
+        // Hostile particulars are cut: a huge kid or kty does not make a huge line.
+        let doc = format!(r#"{{"keys":[{{"kty":"{}","kid":"{}"}},{good}]}}"#, "K".repeat(100_000), "i".repeat(100_000));
+        let summary = KeySet::parse(doc.as_bytes(), false).unwrap().skipped_summary().unwrap().to_string();
+        assert!(summary.len() < 300, "{} bytes", summary.len());
+        assert!(summary.starts_with("skipped 1 of 2 keys: 1 unsupported kty (first: keys[0] kid \"iii"));
+        // All skipped: the error carries the same line.
+        let err = KeySet::parse(br#"{"keys":[{"kty":"XYZ"}]}"#, false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"the JWKS holds no usable key (skipped 1 of 1 key: 1 unsupported kty (first: keys[0]: unsupported "kty" "XYZ"))"#
+        );
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(clip("ééé", 2), "éé...");
+    }
+
+    #[test]
+    fn kidless_jwks_serve_every_kid_and_unknown_kid_means_no_key_could_fit() {
+        let kidless = ISTIO_JWKS.replace(&format!(r#""kid":"{ISTIO_KID}","#), "");
+        let set = KeySet::parse(kidless.as_bytes(), false).unwrap();
+        assert_eq!(found_algs(&set, Some("any"), Algorithm::Rs256), Ok(1), "a kid-less JWK fits any kid");
+        assert_eq!(found_algs(&set, None, Algorithm::Rs256), Ok(1));
+        // No ES256 key could fit, under this kid or none: a refetch may bring one.
+        assert_eq!(found_algs(&set, Some("any"), Algorithm::Es256), Err("UnknownKid".into()));
+        assert_eq!(found_algs(&set, None, Algorithm::Es256), Err("AlgorithmMismatch".into()));
+
+        // Mixed: a key under kid "a" and a kid-less EC key.
+        let with_kid = ISTIO_JWKS.trim().trim_start_matches("{ \"keys\":[").trim_end_matches("]}").replace(ISTIO_KID, "a");
+        let ec = r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+        let doc = format!(r#"{{"keys":[{with_kid},{ec}]}}"#);
+        let set = KeySet::parse(doc.as_bytes(), false).unwrap();
+        assert_eq!(found_algs(&set, Some("a"), Algorithm::Rs256), Ok(1));
+        assert_eq!(found_algs(&set, Some("a"), Algorithm::Es256), Ok(1), "the kid-less EC key fits kid a");
+        assert_eq!(found_algs(&set, Some("b"), Algorithm::Es256), Ok(1));
+        // No key under "b" and no kid-less RSA key: nothing could fit, so a refetch may help.
+        assert_eq!(found_algs(&set, Some("b"), Algorithm::Rs256), Err("UnknownKid".into()));
+        // Under "a" there are keys, but none of this algorithm (and no kid-less one).
+        assert_eq!(found_algs(&set, Some("a"), Algorithm::Hs256), Err("AlgorithmMismatch".into()));
+
+        // Keys under the token's kid come before kid-less ones.
+        let doc = format!(r#"{{"keys":[{kidless_key},{with_kid}]}}"#, kidless_key = kidless.trim().trim_start_matches("{ \"keys\":[").trim_end_matches("]}"));
+        let set = KeySet::parse(doc.as_bytes(), false).unwrap();
+        let keys = set.select(Some("a"), Algorithm::Rs256).unwrap();
+        assert_eq!(keys.iter().map(|k| k.kid.as_deref()).collect::<Vec<_>>(), vec![Some("a"), None]);
+        let keys = set.select(Some("z"), Algorithm::Rs256).unwrap();
+        assert_eq!(keys.iter().map(|k| k.kid.as_deref()).collect::<Vec<_>>(), vec![None]);
+        let keys = set.select(None, Algorithm::Rs256).unwrap();
+        assert_eq!(keys.len(), 2, "without a kid, every key of the algorithm in document order");
+    }
+
+    #[test]
+    fn p521_keys_parse_and_their_spki_is_rfc5480() {
+        // The public key of hostsig's P-521 probe, as a JWK.
+        let point = [
+            "AXzR9mH-GxIZFfV3AWH7xmbbcvPRjyiJKzFxeM0qD8PoPFnPaiPnOHcbZVX-FSCNwZ5L1tkp-f5bieQ9qUBWSdt8",
+            "ATT_IaGW9BpkEPh-_gC_GVbzL4KbZJUi-O99uOCg49i3N3iDEaso1MXCtiGyw1qmSjgTnGrXfQfP3kJy8Q9ZBEVa",
+        ];
+        let doc = format!(r#"{{"keys":[{{"kty":"EC","crv":"P-521","kid":"p","x":"{}","y":"{}"}}]}}"#, point[0], point[1]);
+        let set = KeySet::parse(doc.as_bytes(), false).unwrap();
+        let keys = set.select(Some("p"), Algorithm::Es512).unwrap();
+        let spki = keys[0].spki_der.as_deref().unwrap();
+        assert_eq!(spki.len(), 158);
+        assert_eq!(&spki[..27], &[
+            0x30, 0x81, 0x9b, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b, 0x81,
+            0x04, 0x00, 0x23, 0x03, 0x81, 0x86, 0x00, 0x04, 0x01,
+        ]);
+        assert_eq!(format!("{:?}", keys[0].key), "VerifyingKey(Es512)");
+        // A point off the curve, and short coordinates, are skipped.
+        let off = doc.replace(point[1], &point[0].replace('A', "B"));
+        assert!(KeySet::parse(off.as_bytes(), false).unwrap_err().to_string().contains("not on the curve"));
+        let short = doc.replace(point[0], "AQAB");
+        assert!(KeySet::parse(short.as_bytes(), false).unwrap_err().to_string().contains("66 bytes"));
     }
 
     #[test]
@@ -372,7 +616,7 @@ mod tests {
         assert_eq!(KeySet::parse(b"<html>", false).unwrap_err(), JwksError::NotJson);
         assert_eq!(KeySet::parse(b"[1]", false).unwrap_err(), JwksError::NotJson);
         assert_eq!(KeySet::parse(b"{\"keys\":{}}", false).unwrap_err(), JwksError::NoKeysArray);
-        assert_eq!(KeySet::parse(b"{\"keys\":[]}", false).unwrap_err(), JwksError::NoUsableKey { skipped: vec![] });
+        assert_eq!(KeySet::parse(b"{\"keys\":[]}", false).unwrap_err(), JwksError::NoUsableKey { skipped: None });
     }
 
     #[test]

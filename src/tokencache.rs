@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use crate::authn::Grant;
 use crate::bytes::same_bytes;
+use crate::verify::Validity;
 
 /// What a verified token left behind: enough to write its headers again.
 #[derive(Debug)]
@@ -36,8 +37,8 @@ pub struct CachedToken {
     pub generation: u64,
     pub claims: Value,
     pub payload_b64: String,
-    pub exp: Option<u64>,
-    pub nbf: Option<u64>,
+    /// Its `exp`/`nbf`, as `verify::decode` read them.
+    pub validity: Validity,
     /// What the token earns when it is a request's only token, presented at this location
     /// (an index into the configuration's locations): rendered once, when it was verified.
     /// None where the grant depends on the request (a query parameter is cut from its path).
@@ -51,11 +52,10 @@ impl CachedToken {
         self.is_current(earliest, clock_skew) && self.is_current(latest, clock_skew)
     }
 
-    /// Still within `exp`/`nbf` at `now_secs`, allowing `clock_skew`, as `verify::check_time`.
+    /// Still within `exp`/`nbf` at `now_secs`, allowing `clock_skew`: the same rule as for a
+    /// token being verified ([`Validity::check`]).
     pub fn is_current(&self, now_secs: u64, clock_skew: Duration) -> bool {
-        let skew = clock_skew.as_secs();
-        self.exp.is_none_or(|exp| now_secs <= exp.saturating_add(skew))
-            && self.nbf.is_none_or(|nbf| now_secs.saturating_add(skew) >= nbf)
+        self.validity.check(now_secs, clock_skew).is_ok()
     }
 }
 
@@ -227,8 +227,7 @@ mod tests {
             generation,
             claims: json!({}),
             payload_b64: String::new(),
-            exp,
-            nbf: None,
+            validity: Validity { exp, nbf: None },
             grant_alone: None,
         }
     }
@@ -360,7 +359,7 @@ mod tests {
     #[test]
     fn currency_throughout_a_span_needs_both_ends() {
         let skew = Duration::from_secs(60);
-        let token = CachedToken { nbf: Some(2000), ..cached(0, Some(5000)) };
+        let token = CachedToken { validity: Validity { exp: Some(5000), nbf: Some(2000) }, ..cached(0, None) };
         assert!(token.is_current_throughout(1940, 5060, skew));
         assert!(!token.is_current_throughout(1939, 3000, skew), "not yet valid at the start");
         assert!(!token.is_current_throughout(3000, 5061, skew), "expired by the end");
@@ -371,7 +370,7 @@ mod tests {
         let skew = Duration::from_secs(60);
         assert!(cached(0, Some(1000)).is_current(1060, skew));
         assert!(!cached(0, Some(1000)).is_current(1061, skew));
-        let not_yet = CachedToken { nbf: Some(2000), ..cached(0, None) };
+        let not_yet = CachedToken { validity: Validity { exp: None, nbf: Some(2000) }, ..cached(0, None) };
         assert!(!not_yet.is_current(1939, skew));
         assert!(not_yet.is_current(1940, skew));
     }

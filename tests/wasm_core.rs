@@ -3,7 +3,7 @@
 //! The assertions are the same in both, so passing in both shows that what the filter relies
 //! on inside a wasm VM gives the same answers there as natively:
 //! - big integers: RSA (num-bigint-dig) on the Istio sample tokens and on keys generated
-//!   here, elliptic curves (P-256, P-384), Ed25519;
+//!   here, elliptic curves (P-256, P-384, and P-521 through the `p521` crate), Ed25519;
 //! - randomness: key generation and PSS salts through getrandom's JS backend (0.2 and 0.4),
 //!   which must give different keys each time, not a constant;
 //! - time: the real clock as jwt-simple reads it (coarsetime, the JS `Date` in wasm, where
@@ -159,14 +159,14 @@ fn expired_tampered_and_unsigned_tokens_are_refused() {
     let truncated = &raw[..raw.len() - 4];
     assert!(check(&config, truncated, NOW).is_err());
 
-    // alg: none, with and without a signature; ES512 (not implemented) is refused cleanly.
+    // alg: none, with and without a signature; ES512 under an RSA key's kid is a mismatch.
     let none = with_segment(raw, 0, r#"{"alg":"none","typ":"JWT"}"#);
     let unsigned = format!("{}.", none.rsplit_once('.').expect("three segments").0);
     let refused = check(&config, &unsigned, NOW);
     assert!(matches!(refused, Err(Rejection::Malformed | Rejection::UnsupportedAlgorithm)), "{refused:?}");
     assert_eq!(check(&config, &none, NOW), Err(Rejection::UnsupportedAlgorithm));
     let es512 = with_segment(raw, 0, &json!({"alg": "ES512", "kid": ISTIO_KID}).to_string());
-    assert_eq!(check(&config, &es512, NOW), Err(Rejection::UnsupportedAlgorithm));
+    assert_eq!(check(&config, &es512, NOW), Err(Rejection::AlgorithmMismatch));
 
     // Algorithm confusion: HS256 "signed" with the RSA public key's bytes, under the RSA kid.
     let public_pem = RS256KeyPair::from_pem(ISTIO_KEY_PEM).expect("key").public_key().to_pem().expect("PEM");
@@ -179,7 +179,7 @@ fn expired_tampered_and_unsigned_tokens_are_refused() {
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn jwks_parses_and_selects_the_same() {
     let keys = KeySet::parse(ISTIO_JWKS.as_bytes(), false).expect("the Istio JWKS parses");
-    assert!(keys.skipped.is_empty());
+    assert_eq!(keys.skipped_summary(), None);
     for alg in Algorithm::RSA {
         let selected = keys.select(Some(ISTIO_KID), alg).expect("an RSA key without alg serves every RSA algorithm");
         assert!(selected
@@ -307,4 +307,49 @@ fn time_is_read_and_compared_the_same() {
     assert_eq!(far(u64::MAX, u64::MAX), Ok(()));
     let not_u64 = key.sign(claims(json!({"exp": 1e20}))).expect("sign");
     assert_eq!(decode(&not_u64, 8192).err(), Some(Rejection::Malformed));
+
+    // NumericDates that are not integers: exp rounds down, nbf up, both through the real
+    // signature check (jwt-simple's own claim reading must take them).
+    let fractional = at(json!(NOW as f64 + 0.5), json!(NOW as f64 - 99.5));
+    assert_eq!(fractional(NOW, 0), Ok(()));
+    assert_eq!(fractional(NOW + 1, 0), Err(Rejection::Expired));
+    assert_eq!(fractional(NOW - 100, 0), Err(Rejection::NotYetValid));
+    assert_eq!(fractional(NOW - 99, 0), Ok(()));
+    let raw = key.sign(claims(json!({"exp": NOW as f64 + 0.5, "nbf": 1.7e9, "iat": 1.7e9}))).expect("sign");
+    assert_eq!(check(&config, &raw, NOW), Ok(()));
+    assert_eq!(check(&config, &raw, NOW + 1), Err(Rejection::Expired));
+    for bad in [json!(-1), json!("1"), json!(18_446_744_073_709_551_616.0), json!(true)] {
+        let raw = key.sign(claims(json!({"exp": bad}))).expect("sign");
+        assert_eq!(decode(&raw, 8192).err(), Some(Rejection::Malformed), "exp {bad}");
+    }
+}
+
+/// ES512 in pure Rust (the `p521` crate): P-521 arithmetic inside wasm, a JWK without `crv`
+/// (the curve from its `alg`) and without `kid` (it serves any `kid`).
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn es512_with_a_fixed_key() {
+    use p521::ecdsa::signature::Signer;
+    let signing_key = |seed: u8| {
+        let mut scalar = [seed; 66];
+        scalar[0] = 0;
+        p521::ecdsa::SigningKey::from_slice(&scalar).expect("a scalar below the order")
+    };
+    let key = signing_key(3);
+    let point = key.verifying_key().to_sec1_point(false);
+    let point = point.as_bytes();
+    let jwk = json!({"kty": "EC", "alg": "ES512", "x": b64(&point[1..67]), "y": b64(&point[67..])});
+    let config = config_for(ISSUER, &json!({"keys": [jwk]}).to_string(), json!({}));
+    let sign = |key: &p521::ecdsa::SigningKey, header: &str| {
+        let payload = json!({"iss": ISSUER, "sub": "p521", "exp": NOW + 300}).to_string();
+        let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        let signature: p521::ecdsa::Signature = key.sign(input.as_bytes());
+        format!("{input}.{}", b64(&signature.to_bytes()))
+    };
+    let raw = sign(&key, r#"{"alg":"ES512","kid":"whatever","typ":"application/jwt"}"#);
+    assert_eq!(decode(&raw, 8192).map(|t| t.alg), Ok(Algorithm::Es512));
+    assert_eq!(check(&config, &raw, NOW), Ok(()));
+    assert!(matches!(decide(&config, &raw, NOW), Verdict::Allow(_)));
+    assert_eq!(check(&config, &sign(&signing_key(4), r#"{"alg":"ES512"}"#), NOW), Err(Rejection::BadSignature));
+    assert_eq!(check(&config, &raw, NOW + 361), Err(Rejection::Expired));
 }

@@ -5,31 +5,41 @@ use std::cell::Cell;
 use super::host::{self, Status};
 
 use crate::hostsig;
-use crate::verify::HostVerifier;
+use crate::verify::{Algorithm, HostVerifier};
 
 /// Envoy's `verify_signature` foreign function: BoringSSL, natively, for RS*/ES* tokens.
-/// Trusted only after it passed `hostsig::host_answers_correctly` in this VM.
+/// Trusted only after it passed `hostsig::host_answers_correctly` in this VM, and for ES512
+/// only after `hostsig::host_answers_correctly_for_p521` too.
 pub(super) struct EnvoySignatures {
     usable: Cell<bool>,
+    p521: Cell<bool>,
 }
 
 impl EnvoySignatures {
     const FUNCTION: &'static str = "verify_signature";
 
     pub(super) fn probe() -> EnvoySignatures {
-        let candidate = EnvoySignatures { usable: Cell::new(true) };
+        let candidate = EnvoySignatures { usable: Cell::new(true), p521: Cell::new(true) };
         let usable = hostsig::host_answers_correctly(&candidate);
-        if usable {
-            log::info!("signatures: RS*/ES* verified by the host (Envoy verify_signature)");
-        } else {
-            log::info!("signatures: host verification unavailable; jwt-simple verifies all algorithms");
+        let p521 = usable && hostsig::host_answers_correctly_for_p521(&candidate);
+        match (usable, p521) {
+            (true, true) => log::info!("signatures: RS*/ES* verified by the host (Envoy verify_signature)"),
+            (true, false) => log::info!(
+                "signatures: RS*/ES256/ES384 verified by the host (Envoy verify_signature); ES512 built in"
+            ),
+            _ => log::info!("signatures: host verification unavailable; the built-in code verifies all algorithms"),
         }
         candidate.usable.set(usable);
+        candidate.p521.set(p521);
         candidate
     }
 }
 
 impl HostVerifier for EnvoySignatures {
+    fn offers(&self, alg: Algorithm) -> bool {
+        self.usable.get() && (alg != Algorithm::Es512 || self.p521.get())
+    }
+
     fn verify(&self, hash: &str, spki_der: &[u8], signing_input: &[u8], signature: &[u8]) -> Option<bool> {
         if !self.usable.get() {
             return None;

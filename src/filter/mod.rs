@@ -378,8 +378,8 @@ impl Plugin {
         match outcome {
             Ok(Some((keys, text))) => {
                 Metrics::bump(self.metrics.fetch_success);
-                for skipped in &keys.skipped {
-                    log::warn!("jwks: rule {}: skipped {skipped}", fetch.rule);
+                if let Some(summary) = keys.skipped_summary() {
+                    log::warn!("jwks: rule {}: {summary}", fetch.rule);
                 }
                 log::info!("jwks: rule {} loaded {} keys", fetch.rule, keys.usable_jwks());
                 if let Some(remote) = self.remote_mut(fetch.rule) {
