@@ -183,3 +183,69 @@ def test_a_replaced_configuration_is_freed_and_new_requests_meet_the_new_one(lau
 
     env.stop()
     assert_no_vm_failure(env.log)
+
+
+def test_a_configuration_replaced_during_its_first_fetch_lets_the_new_one_fetch_at_once(launch, workdir):
+    """The old configuration's first fetch is in flight (the JWKS server holds it) when the
+    configuration is replaced. Once the old root is deleted (its listener drained, 1 s), the
+    host has cancelled that fetch: its lease ends at once, and the new configuration fetches
+    on its next tick rather than waiting out the lease (`timeout` + 1 s, here 9 s)."""
+    from support.jwks_server import JwksServer
+
+    lds_path = workdir / f"lds-{time.monotonic_ns()}.yaml"
+    rendered: dict = {}
+
+    def to_lds(cfg: dict) -> None:
+        rendered.update(copy.deepcopy(cfg))
+        lds_path.write_text(yaml.safe_dump(lds_resources(cfg), sort_keys=False))
+        cfg["static_resources"]["listeners"] = []
+        cfg["node"] = {"id": "gateway", "cluster": "gateway"}
+        cfg["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(lds_path)},
+                                                   "resource_api_version": "V3"}}
+
+    with JwksServer(keyset="istio") as jwks, ThreadPoolExecutor(max_workers=2) as pool:
+        jwks.hold(max_wait=30)
+        rule = {"timeout": "8s"}
+        env = launch(seed_config(jwks.jwks_uri, rule=rule), jwks_port=jwks.port, concurrency=1,
+                     rewrite=to_lds, extra_args=["--drain-time-s", "1", "--file-flush-interval-msec", "50"])
+
+        def get(**headers) -> requests.Response:
+            return requests.get(env.base_url + "/headers", timeout=20,
+                                headers={"Host": GATEWAY_HOST, "Connection": "close", **headers})
+
+        bearer = {"Authorization": f"Bearer {tokens.GROUPS_SCOPE_JWT}"}
+        waiting = pool.submit(get, **bearer)  # starts the old configuration's first fetch
+        deadline = time.monotonic() + 5
+        while jwks.hits < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert jwks.hits == 1, "the first fetch did not reach the JWKS server"
+
+        updated = copy.deepcopy(rendered)
+        wasm = next(f for f in wasm_filters(updated) if f["name"] == "envoy.filters.http.wasm")
+        wasm["typed_config"]["config"]["configuration"]["value"] = json.dumps(
+            seed_config(jwks.jwks_uri, rule={**rule, "outputClaimToHeaders": [{"header": "x-jwt-sub", "claim": "sub"}]}))
+        staged = lds_path.with_suffix(".next")
+        staged.write_text(yaml.safe_dump(lds_resources(updated), sort_keys=False))
+        os.rename(staged, lds_path)
+
+        deadline = time.monotonic() + 8  # well before the old lease (8 s + 1 s) runs out
+        while len(re.findall(r"root context \d+ is gone", env.log)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the main thread's VM and the worker's free the old root
+        assert len(re.findall(r"root context \d+ is gone", env.log)) >= 2, env.log_tail(40)
+        jwks.release()  # answer whatever is held; fetches from now on are answered at once
+
+        started = time.monotonic()
+        after = get(**bearer)
+        took = time.monotonic() - started
+        assert after.status_code == 200, (after.status_code, after.text)
+        assert echoed_headers(after).get("x-jwt-sub") == tokens.payload_of(tokens.GROUPS_SCOPE_JWT)["sub"]
+        assert took < 2.0, f"the new configuration waited {took:.1f} s for keys (the old lease?)"
+        assert "fetch of a replaced configuration is abandoned" in env.log
+        # The paused request belongs to the drained listener: Envoy may close its connection
+        # when the drain ends. Either way it is answered or closed, never left hanging.
+        try:
+            waiting.result(timeout=20)
+        except requests.ConnectionError:
+            pass
+        env.stop()
+        assert_no_vm_failure(env.log)
