@@ -2,18 +2,20 @@
 `envoy.filters.http.jwt_authn` and through this filter, each in a real Envoy built from the
 repository's envoy.yaml (same listener, routes and clusters; only the auth filter differs).
 
-Both gateways get the same two issuers:
+Both gateways get the same three issuers:
 
   remote  issuer testing@secure.istio.io, audiences [diff.example.com], keys fetched from a
           JWKS server: the Istio sample RSA key (no "alg": every RS*/PS*), P-256, P-384,
           Ed25519 and a P-521 key (for ES512)
   inline  issuer inline@diff.test, no audiences, one HMAC (oct, alg HS256) key inline
   keys    issuer keys@diff.test, no audiences, an unusual key set from a second JWKS server
-          (KEYS_ISSUER_JWKS: use enc, key_ops, duplicate kids, a 1024-bit RSA key, an oct key
-          in a fetched set, a JWK without alg, broken and unknown keys)
+          (keys_issuer_jwks(): use enc, key_ops, duplicate kids, a 1024-bit RSA key, an oct key
+          in a fetched set, a JWK without alg, broken and unknown keys, JWKs without kid (RSA,
+          Ed25519), EC JWKs without crv (P-256, P-384, P-521; with alg, and one with neither)
+          and one whose crv contradicts its alg)
 
 Tokens come from `Authorization: Bearer <token>` only, the token is not forwarded, the clock
-skew is 60 s, and a request without a token passes (jwt_authn: `requires_any` of the two
+skew is 60 s, and a request without a token passes (jwt_authn: `requires_any` of the three
 providers or `allow_missing`; the filter: requireToken false).
 
 Every case is sent to `/status/200` on both gateways and reduced to a verdict class: allow
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import http.client
 import json
 import os
@@ -72,7 +73,10 @@ DELIBERATE: dict[str, Deliberate] = {
         "the filter checks the signature before the audience; jwt_authn checks audiences first",
         "Time, then signature, then audience"),
     "typ-JOSE": Deliberate(
-        ALLOW, DENY_401, "typ other than JWT / *+jwt is refused; jwt_authn ignores typ",
+        ALLOW, DENY_401, "typ other than JWT / application/jwt / *+jwt is refused; jwt_authn ignores typ",
+        "A `typ` header other than `JWT`"),
+    "typ-application-jose+json": Deliberate(
+        ALLOW, DENY_401, "typ other than JWT / application/jwt / *+jwt is refused; jwt_authn ignores typ",
         "A `typ` header other than `JWT`"),
     "crit-header": Deliberate(
         ALLOW, DENY_401, "crit header parameters are refused; jwt_authn ignores crit",
@@ -80,9 +84,6 @@ DELIBERATE: dict[str, Deliberate] = {
     "over-maxTokenBytes": Deliberate(
         ALLOW, DENY_401, "a valid token longer than maxTokenBytes (8192) is refused",
         "so are tokens over `maxTokenBytes`"),
-    "ES512-valid": Deliberate(
-        ALLOW, DENY_401, "ES512 (P-521) is not supported by the filter",
-        "ES512 (P-521) is not supported"),
     "keys-use-enc": Deliberate(
         ALLOW, DENY_401, "a JWK with use: enc is skipped; jwt_authn uses it for signatures",
         "JWKs whose `use` is not `sig`"),
@@ -107,12 +108,18 @@ DELIBERATE: dict[str, Deliberate] = {
     "padded-segments-signed": Deliberate(
         ALLOW, DENY_401, "= padding is not base64url as JWS defines it",
         "Base64url must be canonical"),
-    "exp-float": Deliberate(
-        ALLOW, DENY_401, "exp must be an integer (NumericDate as jwt-simple reads it)",
-        "Registered claims must have their registered types"),
-    "iat-float": Deliberate(
-        ALLOW, DENY_401, "iat must be an integer (NumericDate as jwt-simple reads it)",
-        "Registered claims must have their registered types"),
+    "exp-zero": Deliberate(
+        ALLOW, DENY_401, "an exp of 0 is expired (1970); jwt_authn reads exp 0 as no exp",
+        "An `exp` below 1 (`0`, `0.5`, `-0.0`) is expired"),
+    "exp-below-one": Deliberate(
+        ALLOW, DENY_401, "exp 0.5 is expired; jwt_authn truncates it to 0, which it reads as no exp",
+        "An `exp` below 1 (`0`, `0.5`, `-0.0`) is expired"),
+    "exp-negative-zero": Deliberate(
+        ALLOW, DENY_401, "exp -0.0 is 0, expired; jwt_authn reads it as 0, no exp",
+        "An `exp` below 1 (`0`, `0.5`, `-0.0`) is expired"),
+    "keys-ES256-jwk-without-crv-or-alg": Deliberate(
+        ALLOW, DENY_401, "an EC JWK with neither crv nor alg is skipped; jwt_authn assumes P-256",
+        "An EC JWK with neither `crv` nor `alg` is skipped"),
     "nonce-number": Deliberate(
         ALLOW, DENY_401, "nonce must be a string",
         "Registered claims must have their registered types"),
@@ -134,22 +141,8 @@ README_WITHOUT_VERDICT_EFFECT = (
 
 # --- keys ---------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def p521_key() -> tokens.Key:
-    """A deterministic P-521 key (tokens.py has none: the filter does not support ES512)."""
-    secret = int.from_bytes(hashlib.sha512(b"jwt-claims-filter-tests/ec521").digest(), "big")
-    return tokens.Key("ec521", "key-ec521", ec.derive_private_key(secret, ec.SECP521R1()),
-                      "ES512", "ES512")
-
-
-def p521_jwk() -> dict:
-    pub = p521_key().private.public_key().public_numbers()
-    return {"kty": "EC", "crv": "P-521", "kid": "key-ec521", "use": "sig", "alg": "ES512",
-            "x": tokens._int_b64(pub.x, 66), "y": tokens._int_b64(pub.y, 66)}
-
-
 def remote_jwks() -> dict:
-    return tokens.jwks("istio", "ec256", "ec384", "ed25519", p521_jwk())
+    return tokens.jwks("istio", "ec256", "ec384", "ed25519", "ec521")
 
 
 def inline_jwks() -> dict:
@@ -161,9 +154,17 @@ def rsa1024() -> tokens.Key:
     return tokens.Key("rsa1024", "rsa-1024", tokens._deterministic_rsa("rsa-1024", bits=1024), "RS256", None)
 
 
+@functools.lru_cache(maxsize=None)
+def kidless_rsa() -> tokens.Key:
+    """An RSA-2048 key published without kid in the keys issuer's set (its Key.kid is only
+    the default kid of the tokens it signs)."""
+    return tokens.Key("kidless-rsa", "kidless-rsa", tokens._deterministic_rsa("kidless-rsa"), "RS256", "RS256")
+
+
 def keys_issuer_jwks() -> dict:
     """The third issuer's key set: what a JWKS may hold besides plain signing keys."""
-    a, b, ec256, ec384, hmac_ = (tokens.key(n) for n in ("a", "b", "ec256", "ec384", "hmac"))
+    a, b, ec256, ec384, ec521, ed, hmac_ = (
+        tokens.key(n) for n in ("a", "b", "ec256", "ec384", "ec521", "ed25519", "hmac"))
 
     def with_(jwk: dict, **members) -> dict:
         out = {**jwk, **members}
@@ -180,6 +181,15 @@ def keys_issuer_jwks() -> dict:
         {"kty": "RSA", "kid": "broken", "n": "!!!", "e": "AQAB"},
         {"kty": "XYZ", "kid": "unknown-kty"},
         b.jwk(kid="plain-b"),
+        # Without kid: serves tokens of its algorithm whatever their kid.
+        with_(kidless_rsa().jwk(), kid=None),
+        with_(ed.jwk(), kid=None),
+        # EC without crv: the curve from alg; with neither, or contradicting, skipped.
+        with_(ec256.jwk(kid="ec256-no-crv"), crv=None),
+        with_(ec384.jwk(kid="ec384-no-crv"), crv=None),
+        with_(ec521.jwk(kid="ec521-no-crv"), crv=None),
+        with_(ec256.jwk(alg=None, kid="ec256-no-crv-no-alg"), crv=None),
+        with_(ec256.jwk(kid="ec256-crv-contradicts-alg"), alg="ES384"),
     ]}
 
 
@@ -338,7 +348,8 @@ def build_corpus() -> list[Case]:
     add("ES256-valid", es256)
     add("ES384-valid", mint(remote_claims(), key="ec384"))
     add("EdDSA-valid", mint(remote_claims(), key="ed25519"))
-    add("ES512-valid", mint(remote_claims(), key=p521_key()))
+    es512 = mint(remote_claims(), key="ec521")
+    add("ES512-valid", es512)
     add("HS256-valid", mint(inline_claims(), key="hmac"))
 
     # Every algorithm, signed by a key the set does not hold (under the set's kid).
@@ -350,6 +361,15 @@ def build_corpus() -> list[Case]:
     add("ES256-wrong-key", mint(remote_claims(), key=wrong_ec256))
     add("ES384-wrong-key", mint(remote_claims(), key=wrong_ec384))
     add("ES512-wrong-key", mint(remote_claims(), key=wrong_ec521))
+    add("ES512-no-kid", mint(remote_claims(), key="ec521", kid=None))
+    add("ES512-no-kid-wrong-key", mint(remote_claims(), key=wrong_ec521, kid=None))
+    add("ES512-signature-of-other-token", ".".join(
+        es512.split(".")[:2] + mint(remote_claims(sub="someone-else"), key="ec521").split(".")[2:]))
+    add("ES512-flip-payload", flip(es512, 1, 20, 2))
+    add("ES512-flip-signature", flip(es512, 2, 60, 3))
+    add("ES512-truncated-signature", es512[:-4])
+    add("ES256-on-P-521-key", mint(remote_claims(), key="ec256", kid="key-ec521"))
+    add("ES512-on-P-256-key", mint(remote_claims(), key="ec521", kid="key-ec256"))
     wrong_ed = tokens.Key("x", "key-ed25519", ed25519.Ed25519PrivateKey.from_private_bytes(b"\x07" * 32),
                           "EdDSA", None)
     add("EdDSA-wrong-key", mint(remote_claims(), key=wrong_ed))
@@ -392,6 +412,25 @@ def build_corpus() -> list[Case]:
     add("keys-unknown-kty-named", mint(kc, key="a", kid="unknown-kty"))
     add("keys-no-kid-signed-by-a", mint(kc, key="a", kid=None))
     add("keys-no-kid-ES256", mint(kc, key="ec256", kid=None))
+    # JWKs without kid (kidless-rsa, ed25519): tried for a token of their algorithm whatever
+    # its kid, after the keys under that kid.
+    add("keys-kidless-RSA-jwk-token-kid", mint(kc, key=kidless_rsa(), kid="kid-nobody-has"))
+    add("keys-kidless-RSA-jwk-token-kid-of-other-key", mint(kc, key=kidless_rsa(), kid="plain-b"))
+    add("keys-kidless-RSA-jwk-token-without-kid", mint(kc, key=kidless_rsa(), kid=None))
+    add("keys-kidless-RSA-jwk-PS256", mint(kc, key=kidless_rsa(), alg="PS256", kid="kid-nobody-has"))
+    add("keys-kidless-EdDSA-jwk-token-kid", mint(kc, key="ed25519", kid="kid-nobody-has"))
+    add("keys-kidless-EdDSA-jwk-token-without-kid", mint(kc, key="ed25519", kid=None))
+    add("keys-kidless-jwk-wrong-key", mint(kc, key="never", kid="kid-nobody-has"))
+    add("keys-kidless-jwk-forged-payload", flip(mint(kc, key=kidless_rsa(), kid="kid-nobody-has"), 1, 12, 1))
+    add("keys-kidless-EdDSA-jwk-wrong-key", mint(kc, key=wrong_ed, kid="kid-nobody-has"))
+    add("keys-kidless-jwk-other-alg-ES384", mint(kc, key="ec384", kid="kid-nobody-has"))
+    # EC JWKs without crv.
+    add("keys-ES256-jwk-without-crv", mint(kc, key="ec256", kid="ec256-no-crv"))
+    add("keys-ES384-jwk-without-crv", mint(kc, key="ec384", kid="ec384-no-crv"))
+    add("keys-ES512-jwk-without-crv", mint(kc, key="ec521", kid="ec521-no-crv"))
+    add("keys-ES512-jwk-without-crv-wrong-key", mint(kc, key=wrong_ec521, kid="ec521-no-crv"))
+    add("keys-ES256-jwk-without-crv-or-alg", mint(kc, key="ec256", kid="ec256-no-crv-no-alg"))
+    add("keys-ES256-jwk-crv-contradicts-alg", mint(kc, key="ec256", kid="ec256-crv-contradicts-alg"))
 
     # Time.
     add("expired", mint(remote_claims(iat=now - 7200, exp=now - 3600)))
@@ -462,6 +501,11 @@ def build_corpus() -> list[Case]:
     # Header and payload shapes.
     add("typ-JOSE", mint(remote_claims(), headers={"typ": "JOSE"}))
     add("typ-at+jwt", mint(remote_claims(), headers={"typ": "at+jwt"}))
+    add("typ-jwt-lowercase", mint(remote_claims(), headers={"typ": "jwt"}))
+    add("typ-application-jwt", mint(remote_claims(), headers={"typ": "application/jwt"}))
+    add("typ-APPLICATION-JWT", mint(remote_claims(), headers={"typ": "APPLICATION/JWT"}))
+    add("typ-application-at+jwt", mint(remote_claims(), headers={"typ": "application/at+jwt"}))
+    add("typ-application-jose+json", mint(remote_claims(), headers={"typ": "application/jose+json"}))
     add("crit-header", mint(remote_claims(), headers={"crit": ["exp"]}))
     add("header-not-object", f"{tokens.b64url(b'[1]')}.{p}.{s}")
     add("payload-not-object", tokens.forge({"alg": "RS256", "kid": tokens.ISTIO_KID}, [1, 2], b"x"))
@@ -500,6 +544,53 @@ def build_corpus() -> list[Case]:
     add("iat-string", mint(remote_claims(iat=str(now))))
     add("exp-negative", mint(remote_claims(exp=-1)))
     add("exp-huge", mint(remote_claims(exp=2 ** 70)))
+    # NumericDates in every JSON number notation, as written (json.dumps would normalise).
+    def with_times(times: str) -> str:
+        return signed_text(f'{{"iss":{iss},"aud":{aud},{times}}}')
+
+    for name, times in (
+        ("exp-dot-zero", f'"exp":{later}.0'),
+        ("exp-non-integer", f'"exp":{later}.5'),
+        ("exp-exponent", '"exp":4.1e9'),
+        ("exp-exponent-upper-plus", '"exp":4.1E+9'),
+        ("exp-exponent-negative", f'"exp":{later}0e-1'),
+        ("exp-exponent-expired", '"exp":1.5e9'),
+        ("exp-non-integer-expired-beyond-skew", f'"exp":{now - CLOCK_SKEW - 30}.5'),
+        ("exp-1e19", '"exp":1e19'),
+        ("exp-1e20", '"exp":1e20'),
+        ("exp-2-pow-64", '"exp":18446744073709551616'),
+        ("exp-2-pow-64-as-double", '"exp":1.8446744073709552e19'),
+        # 2^64 - 1 and 2^64 - 1024 are 2^64 as doubles (jwt_authn refuses them); 2^64 - 1025
+        # is 2^64 - 2048.
+        ("exp-u64-max", '"exp":18446744073709551615'),
+        ("exp-2-pow-64-minus-1024", '"exp":18446744073709550592'),
+        ("exp-2-pow-64-minus-1025", '"exp":18446744073709550591'),
+        ("iat-u64-max", f'"exp":{later},"iat":18446744073709551615'),
+        ("nbf-u64-max", f'"exp":{later},"nbf":18446744073709551615'),
+        ("exp-1e400", '"exp":1e400'),
+        ("exp-negative-fraction", '"exp":-0.5'),
+        ("exp-negative-exponent", '"exp":-4.1e9'),
+        ("exp-negative-zero", '"exp":-0.0'),
+        ("exp-zero", '"exp":0'),
+        ("exp-below-one", '"exp":0.5'),
+        ("exp-one", '"exp":1'),
+        ("exp-true", '"exp":true'),
+        ("exp-null", '"exp":null'),
+        ("exp-string-float", f'"exp":"{later}.0"'),
+        ("iat-non-integer", f'"exp":{later},"iat":{now}.75'),
+        ("iat-exponent", f'"exp":{later},"iat":1.7e9'),
+        ("iat-negative", f'"exp":{later},"iat":-1'),
+        ("iat-1e20", f'"exp":{later},"iat":1e20'),
+        ("iat-true", f'"exp":{later},"iat":true'),
+        ("nbf-non-integer-past", f'"exp":{later},"nbf":{now - 10}.5'),
+        ("nbf-non-integer-future", f'"exp":{later},"nbf":{now + 3600}.5'),
+        ("nbf-exponent-past", f'"exp":{later},"nbf":1e9'),
+        ("nbf-exponent-future", f'"exp":{later},"nbf":4.1e9'),
+        ("nbf-negative", f'"exp":{later},"nbf":-1'),
+        ("nbf-1e20", f'"exp":{later},"nbf":1e20'),
+        ("nbf-false", f'"exp":{later},"nbf":false'),
+    ):
+        add(name, with_times(times))
     add("aud-number", mint(remote_claims(aud=5)))
     add("aud-list-with-number", mint(remote_claims(aud=[AUDIENCE, 5])))
     add("sub-number", mint(remote_claims(sub=5)))

@@ -130,7 +130,7 @@ class Key:
         elif isinstance(k, ec.EllipticCurvePrivateKey):
             pub = k.public_key().public_numbers()
             size = (k.curve.key_size + 7) // 8
-            crv = {"secp256r1": "P-256", "secp384r1": "P-384"}[k.curve.name]
+            crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[k.curve.name]
             out = {"kty": "EC", "crv": crv, "x": _int_b64(pub.x, size), "y": _int_b64(pub.y, size)}
         elif isinstance(k, ed25519.Ed25519PrivateKey):
             raw = k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -156,7 +156,8 @@ def key(name: str) -> Key:
     istio  the Istio sample RSA key (key.pem), kid ISTIO_KID, published without "alg";
     a, b   RSA-2048, kids key-a / key-b, published with alg RS256 (key sets A and B);
     never  RSA-2048, kid key-never, never published anywhere;
-    ec256, ec384, ed25519, hmac  keys for ES256, ES384, EdDSA and HS256 (inline jwks)."""
+    ec256, ec384, ed25519, hmac  keys for ES256, ES384, EdDSA and HS256 (inline jwks);
+    ec521  a P-521 key for ES512, kid key-ec521 (the key test_differential.py publishes)."""
     if name == "istio":
         pem = (FIXTURES / "key.pem").read_bytes()
         return Key(name, ISTIO_KID, serialization.load_pem_private_key(pem, None), "RS256", None)
@@ -166,6 +167,10 @@ def key(name: str) -> Key:
         return Key(name, "key-ec256", _deterministic_ec(name, ec.SECP256R1()), "ES256", "ES256")
     if name == "ec384":
         return Key(name, "key-ec384", _deterministic_ec(name, ec.SECP384R1()), "ES384", "ES384")
+    if name == "ec521":
+        # 512 bits of seed: below the P-521 group order, so a valid scalar as it is.
+        secret = int.from_bytes(hashlib.sha512(b"jwt-claims-filter-tests/ec521").digest(), "big")
+        return Key(name, "key-ec521", ec.derive_private_key(secret, ec.SECP521R1()), "ES512", "ES512")
     if name == "ed25519":
         return Key(name, "key-ed25519",
                    ed25519.Ed25519PrivateKey.from_private_bytes(_seed_bytes(name)), "EdDSA", "EdDSA")
