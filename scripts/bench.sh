@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks the filter against Envoy's native jwt_authn, side by side (issue 5).
 #
-#   scripts/bench.sh                 RS256 + ES256 + EdDSA (+ PS256 distinct tokens only), ~30 minutes
-#   scripts/bench.sh --quick         smoke check, ~3 minutes
+#   scripts/bench.sh                 RS256 + ES256 + EdDSA (+ PS256 distinct tokens only), ~35 minutes
+#   scripts/bench.sh --quick         smoke check, ~8 minutes
 #   scripts/bench.sh --alg RS256 --repeated-rounds 20 --duration 2 --rounds 3 --token-cache-size 1000 --rss-100k
 #   scripts/bench.sh --help          every option
 #   scripts/bench.sh --instructions  Envoy's instructions per request under callgrind instead
