@@ -5,8 +5,9 @@ Run it through scripts/bench.sh, which installs wrk and h2load first. Options: -
 
 What it does
 ------------
-For every algorithm (RS256, ES256, EdDSA) and every configuration, Envoy with one worker on the
-same route and key set, checked before it is measured, under two workloads:
+For every algorithm (RS256, ES256, EdDSA; PS256 with distinct tokens only) and every
+configuration, Envoy with one worker on the same route and key set, checked before it is
+measured, under these workloads:
 
   configurations
     none            Envoy with no auth filter
@@ -49,11 +50,21 @@ same route and key set, checked before it is measured, under two workloads:
               processes, and the control pair (native + cache against a second native + cache)
               shows what the method adds.
     distinct  --tokens distinct valid tokens (default 20,000), each sent exactly once as
-              `?access_token=`, h2load -i, to a fresh Envoy (so every token is new to it and
-              its start-up RSS is the "before"), --rounds rounds (default 3), configurations in
-              rotating order so none always runs first. h2load walks its URI list from the top
-              for each connection, so "exactly once" needs a single connection: one h2c
-              connection with --connections concurrent streams (the same concurrency as wrk).
+              `?access_token=`, to a fresh Envoy (so every token is new to it and its start-up
+              RSS is the "before"), --rounds rounds (default 3), configurations in rotating
+              order so none always runs first, over both protocols, one after the other on
+              fresh Envoys (in alternating order):
+                distinct-h2  h2load -i, one h2c connection with --connections concurrent
+                             streams. h2load walks its URI list from the top for each
+                             connection, so "exactly once" needs a single connection.
+                distinct-h1  wrk, one thread, --connections keep-alive connections, and
+                             bench/distinct.lua handing the tokens out in order across all of
+                             them; it ends wrk at the last response and times the run itself
+                             (so no latency percentiles: wrk prints them only when its -d ends).
+              Mind the trap this avoids: h2load with -c N (HTTP/1.1 or HTTP/2) sends every token
+              N times, and the filter's token cache answers all but the first, while native
+              jwt_authn without a cache verifies every one: the filter then looks several times
+              faster on N connections than on one, whatever the protocol.
 
 Every configuration serves the same route, GET /status/200 → Envoy direct_response 200. The
 bench measures the cost of authentication, so there is no upstream: httpbin under gunicorn
@@ -145,13 +156,28 @@ TARGET_REPEATED = 0.95   # filter / native_cache, repeated token
 # control, native + cache against another native + cache process, whose ratio says what the
 # method itself adds (1.00 if nothing).
 HEAD_TO_HEAD = (("filter", "native_cache"), ("floor_wasm", "native_cache"), ("native_cache", "native_cache"))
-TARGET_DISTINCT = 0.5    # filter / native_nocache, distinct tokens, RS256
+# The distinct-token workload, once per protocol: HTTP/1.1 (wrk, --connections connections) and
+# HTTP/2 (h2load, one connection with --connections streams); results[alg][workload].
+DISTINCT = ("distinct-h1", "distinct-h2")
+PROTOCOL = {"distinct-h1": "HTTP/1.1", "distinct-h2": "HTTP/2"}
+WORKLOADS = ("repeated",) + DISTINCT
+# Algorithms whose repeated-token workload is measured: a cached token is answered without its
+# signature being checked, the same path whatever the algorithm, so PS256 (RSA-PSS, which the
+# filter verifies in the VM) is measured with distinct tokens only.
+REPEATED_ALGS = ("RS256", "ES256", "EdDSA")
+# filter / native_nocache, distinct tokens, each protocol. RS256 and ES256 go to Envoy's
+# BoringSSL through `verify_signature`; EdDSA and PS256 are checked inside the VM (the host
+# function has neither Ed25519 nor PSS padding).
+TARGET_DISTINCT = {"RS256": 1.0, "ES256": 1.0, "EdDSA": 1.0, "PS256": 0.5}
 RSS_CHUNK = 20000
 RSS_TOTAL = 100000
 WASM_LIMIT = 1 << 20
 # The filter's RSS may grow by this much from 20,000 to 100,000 distinct tokens: the cache is
 # full after the first 20,000 (tokenCacheSize 1000), so anything more would be a leak.
 RSS_GROWTH_LIMIT_MIB = 1.0
+# bench/distinct.lua: wrk sends every path of a file once, over all its connections.
+DISTINCT_LUA = BENCH / "distinct.lua"
+DISTINCT_TIMEOUT_S = 600  # an h1 or h2 distinct-token load that takes longer is stopped
 
 
 def log(msg: str = "") -> None:
@@ -585,6 +611,24 @@ def parse_h2load(text: str, log_file: Path) -> dict:
     }
 
 
+def parse_distinct_h1(text: str, paths: int) -> dict:
+    """bench/distinct.lua's result line: every one of `paths` paths sent once, answered, timed."""
+    m = re.search(r"^distinct-h1: (\d+) sent, (\d+) answered, (\d+) 2xx in ([\d.]+) s$", text, re.M)
+    if not m:
+        incomplete = re.search(r"^distinct-h1: incomplete.*$", text, re.M)
+        raise RuntimeError(incomplete.group(0) if incomplete else f"cannot parse wrk (distinct.lua) output:\n{text}")
+    sent, answered, ok = (int(x) for x in m.groups()[:3])
+    seconds = float(m.group(4))
+    return {
+        "rps": answered / seconds if seconds > 0 else 0.0, "requests": answered, "succeeded": ok, "total": paths,
+        # wrk's latency histogram is printed only when its -d runs out, which this load does not
+        # wait for (the script ends wrk at the last response).
+        "p50_ms": None, "p99_ms": None,
+        "non2xx": answered - ok, "socket_errors": 0,
+        "socket_detail": f"{sent} of {paths} paths sent, {answered} answered, {ok} 2xx",
+    }
+
+
 def judge(r: dict, counters: dict[str, int], allowed: int | None) -> list[str]:
     """What invalidates one load: `r` the load generator's result, `counters` the growth of
     Envoy's counters over it, `allowed` the auth filter's verified requests (None: not checked
@@ -599,7 +643,7 @@ def judge(r: dict, counters: dict[str, int], allowed: int | None) -> list[str]:
     if r["socket_errors"]:
         issues.append(f"load generator errors: {r['socket_detail']}")
     if "total" in r and r["succeeded"] != r["total"]:
-        issues.append(f"h2load: {r['socket_detail']}")
+        issues.append(f"load generator: {r['socket_detail']}")
     if allowed is not None and allowed < ok2xx:
         issues.append(f"only {allowed} of {ok2xx} 2xx requests were verified by the auth filter")
     if r["requests"] == 0 or ok2xx == 0:
@@ -620,7 +664,7 @@ class Bench:
         self.waited = 0.0       # seconds spent waiting for an idle machine (--wait-idle)
         self.busy_starts = 0    # runs that started on a busy machine after all
         self.passes = 0         # repeated-token passes so far (each load records its pass)
-        # results[alg][kind] = list of {"repeated": {...}, "distinct": {...}} or {"error": str}
+        # results[alg][workload][kind] = list of runs, each a result or {"error": str}
         self.results: dict[str, dict[str, list[dict]]] = {}
         self.rss100k: dict[str, dict] = {}
         # head_to_head[alg][pair label] = generations, each {"generation", "loads", "ratio", ...}
@@ -703,8 +747,12 @@ class Bench:
     def wrk(self, env: Envoy, token: str, seconds: float) -> dict:
         return parse_wrk(Procs.run("wrk", self.wrk_argv(env, token, seconds), self.load_cpu, timeout=seconds + 30))
 
-    def distinct(self, env: Envoy, toks: list[str], what: str, tag: str) -> dict:
-        """Measures `toks`, each sent once, with h2load (one connection: see the docstring)."""
+    def distinct(self, env: Envoy, toks: list[str], what: str, tag: str, workload: str = "distinct-h2") -> dict:
+        """Measures `toks`, each sent once: over HTTP/2 with h2load on one connection with
+        --connections streams, over HTTP/1.1 with wrk on --connections connections (see the
+        docstring)."""
+        if workload == "distinct-h1":
+            return self.distinct_h1(env, toks, what, tag)
         uris = self.run_dir / f"uris-{env.name}-{tag}.txt"
         lat = self.run_dir / f"h2load-{env.name}-{tag}.log"
         base = env.url + "/status/200?access_token="
@@ -713,10 +761,24 @@ class Bench:
                 "-m", str(self.args.connections), f"--log-file={lat}"]
         try:
             return self.measure(env, what, lambda: parse_h2load(
-                Procs.run("h2load", argv, self.load_cpu, timeout=600), lat))
+                Procs.run("h2load", argv, self.load_cpu, timeout=DISTINCT_TIMEOUT_S), lat))
         finally:
             uris.unlink(missing_ok=True)
             lat.unlink(missing_ok=True)
+
+    def distinct_h1(self, env: Envoy, toks: list[str], what: str, tag: str) -> dict:
+        """`toks` each sent once over HTTP/1.1: wrk, one thread, --connections connections,
+        bench/distinct.lua handing out the paths in order (h2load walks its list from the top
+        for each connection, so with several it would send every token once per connection)."""
+        paths = self.run_dir / f"paths-{env.name}-{tag}.txt"
+        paths.write_text("".join(f"/status/200?access_token={t}\n" for t in toks))
+        argv = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{DISTINCT_TIMEOUT_S}s", "--timeout", "5s",
+                "-s", str(DISTINCT_LUA), env.url, "--", str(paths)]
+        try:
+            return self.measure(env, what, lambda: parse_distinct_h1(
+                Procs.run("wrk", argv, self.load_cpu, timeout=DISTINCT_TIMEOUT_S + 30), len(toks)))
+        finally:
+            paths.unlink(missing_ok=True)
 
     def measure(self, env: Envoy, what: str, fn, check_allowed: bool = True) -> dict:
         """Runs one workload with RSS, CPU and counters around it, and judges it. With
@@ -977,19 +1039,35 @@ class Bench:
         return {"a": a, "b": b, "ratio": a["rps_per_cpu"] / b["rps_per_cpu"], "ratio_rps": a["rps"] / b["rps"],
                 "first": "a" if both[0] is ea else "b"}
 
-    def run_distinct(self, rnd: int, alg: str, kind: str) -> dict:
-        """The distinct-token workload on a fresh Envoy: every token is new to it, and its
-        start-up RSS is the "before"."""
+    def run_distinct(self, rnd: int, alg: str, kind: str, workload: str) -> dict:
+        """The distinct-token workload over one protocol on a fresh Envoy: every token is new
+        to it, and its start-up RSS is the "before"."""
         self.wait_idle()
-        env = Envoy(kind, alg, self.run_dir, self.jwks_port, self.args.token_cache_size, self.envoy_cpu)
+        env = Envoy(kind, alg, self.run_dir, self.jwks_port, self.args.token_cache_size, self.envoy_cpu,
+                    tag=f"-{workload}")
         try:
             env.start()
             self.check(env, alg)
             t = self.tokens[alg]
             self.wrk(env, t.repeated, 1)  # warm-up: JIT tiers, connection pools, caches
-            return self.distinct(env, t.distinct(0, self.args.tokens), "distinct", f"r{rnd}")
+            return self.distinct(env, t.distinct(0, self.args.tokens), workload, f"r{rnd}", workload)
         finally:
             env.stop()
+
+    def distinct_run(self, rnd: int, alg: str, kind: str, workload: str) -> None:
+        """One run of the distinct-token workload, recorded and logged."""
+        try:
+            r = self.run_distinct(rnd, alg, kind, workload)
+        except RuntimeError as e:
+            self.fail(alg, workload, kind, rnd, str(e))
+            return
+        self.results[alg][workload][kind].append(r)
+        for msg in r["issues"]:
+            self.problems.append(f"{workload} round {rnd + 1} {alg} {kind}: {msg}")
+        log(f"  {workload} {alg} round {rnd + 1} {kind:14} {r['rps']:>9,.0f} req/s "
+            f"{r['rps_per_cpu'] or 0:>9,.0f} per CPU-s p50 {fmt_ms(r['p50_ms'])} p99 {fmt_ms(r['p99_ms'])} "
+            f"RSS {r['rss_before']:.1f}→{r['rss_after']:.1f} cpu {r['envoy_cpu']:.0%}"
+            + ("  !! " + "; ".join(r["issues"]) if r["issues"] else ""))
 
     def fail(self, alg: str, workload: str, kind: str, rnd: int | None, msg: str) -> None:
         where = f"{workload} {alg} {kind}" + ("" if rnd is None else f" round {rnd + 1}")
@@ -1025,38 +1103,33 @@ class Bench:
     # -- the whole run -------------------------------------------------------------------------
     def run(self, algs: list[str], kinds: list[str]) -> None:
         for alg in algs:
-            self.results[alg] = {w: {k: [] for k in kinds} for w in ("repeated", "distinct")}
+            self.results[alg] = {w: {k: [] for k in kinds} for w in WORKLOADS}
         def repeated(together: list[str]) -> None:
             log(f"{' + '.join(together)}: repeated token, {len(kinds) * len(together)} Envoys up at once, "
                 f"{self.args.repeated_rounds} rounds × {self.args.duration:g} s each (+ {self.args.pair_passes} "
                 f"filter/native + cache passes), shuffled, all restarted every {self.args.restart_every or '∞'} rounds")
             self.run_repeated(together, kinds)
-        if self.args.interleave_algs:
-            repeated(algs)
+        with_repeated = [alg for alg in algs if alg in REPEATED_ALGS]
+        if self.args.interleave_algs and with_repeated:
+            repeated(with_repeated)
         for alg in algs:
-            if not self.args.interleave_algs:
+            if alg in REPEATED_ALGS and not self.args.interleave_algs:
                 repeated([alg])
-            if self.args.head_to_head > 0 and any(a in kinds and b in kinds for a, b in HEAD_TO_HEAD):
+            if alg in REPEATED_ALGS and self.args.head_to_head > 0 and \
+                    any(a in kinds and b in kinds for a, b in HEAD_TO_HEAD):
                 log(f"{alg}: repeated token head to head, {self.args.head_to_head} generations × "
                     f"{self.args.head_to_head_loads} load(s) of {self.args.duration:g} s per pair, two Envoys "
                     "loaded at once on one core")
                 self.run_head_to_head(alg, kinds)
-            log(f"{alg}: {self.args.tokens:,} distinct tokens, a fresh Envoy per run, {self.args.rounds} rounds")
+            log(f"{alg}: {self.args.tokens:,} distinct tokens over HTTP/1.1 and HTTP/2, a fresh Envoy per run, "
+                f"{self.args.rounds} rounds")
             for rnd in range(self.args.rounds):
-                # Rotating order, so that no configuration always runs first.
+                # Rotating order, so that no configuration always runs first; each one's two
+                # protocols back to back (in alternating order), so their ratio is taken in
+                # the same minute.
                 for kind in kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]:
-                    try:
-                        r = self.run_distinct(rnd, alg, kind)
-                    except RuntimeError as e:
-                        self.fail(alg, "distinct", kind, rnd, str(e))
-                        continue
-                    self.results[alg]["distinct"][kind].append(r)
-                    for msg in r["issues"]:
-                        self.problems.append(f"distinct round {rnd + 1} {alg} {kind}: {msg}")
-                    log(f"  distinct {alg} round {rnd + 1} {kind:14} {r['rps']:>9,.0f} req/s p50 "
-                        f"{fmt_ms(r['p50_ms'])} p99 {fmt_ms(r['p99_ms'])} RSS {r['rss_before']:.1f}→"
-                        f"{r['rss_after']:.1f} cpu {r['envoy_cpu']:.0%}"
-                        + ("  !! " + "; ".join(r["issues"]) if r["issues"] else ""))
+                    for workload in DISTINCT[::-1] if rnd % 2 else DISTINCT:
+                        self.distinct_run(rnd, alg, kind, workload)
         if self.args.rss_100k:
             log(f"RSS after {RSS_TOTAL:,} distinct tokens ({algs[0]}, tokenCacheSize {self.args.token_cache_size}):")
             self.run_rss100k(algs[0])
@@ -1111,7 +1184,7 @@ def target_verdicts(bench: "Bench", algs: list[str], summaries: dict, h2h_target
         return n["rps"] / d["rps"] if n and d and n.get("rps") and d.get("rps") else None
 
     lines = ["Targets of issue 5 in this run:", ""]
-    for alg in algs:
+    for alg in (alg for alg in algs if alg in REPEATED_ALGS):
         h = h2h_target(alg)
         if h:
             lines.append(f"- {mark(h['ratio'] >= TARGET_REPEATED)} repeated token, {alg}: filter ≥ "
@@ -1122,10 +1195,12 @@ def target_verdicts(bench: "Bench", algs: list[str], summaries: dict, h2h_target
             r = ratio(alg, "filter/repeated", "native_cache/repeated")
             lines.append(f"- {mark(None if r is None else r >= TARGET_REPEATED)} repeated token, {alg}: filter ≥ "
                          f"{TARGET_REPEATED} × native + cache: {fmt_ratio(r)} (ratio of the medians)")
-    if "RS256" in algs:
-        r = ratio("RS256", "filter/distinct", "native_nocache/distinct")
-        lines.append(f"- {mark(None if r is None else r >= TARGET_DISTINCT)} distinct tokens, RS256: filter ≥ "
-                     f"{TARGET_DISTINCT} × native without cache: {fmt_ratio(r)} (ratio of the medians)")
+    for alg in algs:
+        for w in DISTINCT:
+            r = ratio(alg, f"filter/{w}", f"native_nocache/{w}")
+            t = TARGET_DISTINCT[alg]
+            lines.append(f"- {mark(None if r is None else r >= t)} distinct tokens, {alg}, {PROTOCOL[w]}: filter ≥ "
+                         f"{t} × native without cache: {fmt_ratio(r)} (ratio of the medians)")
     pts = bench.rss100k.get("filter", {}).get("points", [])
     if len(pts) >= 3:
         grew = pts[-1][1] - pts[1][1]
@@ -1244,27 +1319,36 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
            f"processes per configuration; RSS from the first process's first round to the last one's last)"
            if a.restart_every and a.restart_every < a.repeated_rounds else
            "(RSS before the first round → after the last)")
-        + f"; medians over the loads. **Distinct**: {a.tokens:,} distinct valid tokens, each "
-        f"sent once as `?access_token=`, h2load {mach['h2load']}, one h2c connection with {a.connections} "
-        f"concurrent streams, a fresh Envoy per run (RSS from its start), {a.rounds} round"
-        f"{'s' if a.rounds != 1 else ''} in rotating order (medians). ± is half the range of req/s over the "
+        + "; medians over the loads"
+        + (f"; none for {', '.join(x for x in algs if x not in REPEATED_ALGS)} (a cached token takes the same "
+           "path whatever its algorithm)" if any(x not in REPEATED_ALGS for x in algs) else "")
+        + f". **Distinct**: {a.tokens:,} distinct valid tokens, each "
+        f"sent once as `?access_token=`, over **HTTP/1.1** (wrk {mach['wrk']}, {a.connections} connections, "
+        f"`bench/distinct.lua` handing the tokens out in order; no latency: wrk prints it only at the end of its "
+        f"-d) and over **HTTP/2** (h2load {mach['h2load']}, one h2c connection with {a.connections} "
+        f"concurrent streams), a fresh Envoy per run (RSS from its start), {a.rounds} round"
+        f"{'s' if a.rounds != 1 else ''} in rotating order, each configuration's two protocols back to back "
+        f"(medians). ± is half the range of req/s over the "
         f"rounds; latency in ms; RSS of the Envoy process (VmRSS, MiB) before → after the workload.",
         "",
     ]
     targets_at = len(L)  # the targets' verdicts go here once every number is known
     L += [
-        "| alg | configuration | repeated req/s | p50 | p99 | RSS MiB | distinct req/s | p50 | p99 | RSS MiB |",
-        "|---|---|--:|--:|--:|---|--:|--:|--:|---|",
+        "| alg | configuration | " + " | ".join(f"{w} req/s | p50 | p99 | RSS MiB" for w in WORKLOADS) + " |",
+        "|---|---|" + "--:|--:|--:|---|" * len(WORKLOADS),
     ]
     summaries: dict[str, dict[str, dict]] = {}
     for alg in algs:
         summaries[alg] = {}
         for kind in kinds:
             row = [alg, LABELS[kind]]
-            for w in ("repeated", "distinct"):
+            for w in WORKLOADS:
                 runs = bench.results[alg][w][kind]
                 s = summarize(runs, one_envoy=w == "repeated")
                 summaries[alg][f"{kind}/{w}"] = s
+                if s is None and not runs:
+                    row += ["not measured", "", "", ""]
+                    continue
                 if s is None:
                     err = next((r["error"] for r in runs if "error" in r), "no result")
                     row += [f"failed: {err[:60]}", "", "", ""]
@@ -1283,8 +1367,8 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
         # is the best a proxy-wasm filter doing this job shows against native; filter /
         # floor-wasm is what the filter's own logic leaves of that.
         cols: list[tuple[str, str, str, str, bool]] = []
-        for w, native, native_label in (("repeated", "native_cache", "native + cache"),
-                                        ("distinct", "native_nocache", "native, no cache")):
+        for w, native, native_label in [("repeated", "native_cache", "native + cache")] + \
+                [(w, "native_nocache", "native, no cache") for w in DISTINCT]:
             cols += [(w, f"filter / {native_label}", "filter", native, True),
                      (w, "filter / no filter", "filter", "none", False)]
             if "noop_wasm" in kinds:
@@ -1303,7 +1387,7 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
                     t = None
                     if targets and has_target:
                         t = (None if h2h_target(alg) else TARGET_REPEATED) if w == "repeated" else \
-                            TARGET_DISTINCT if alg == "RS256" else None
+                            TARGET_DISTINCT[alg]
                     cells.append(ratio_cell(s.get(f"{num}/{w}"), s.get(f"{den}/{w}"), t, key))
                 rows.append(f"| {alg} | " + " | ".join(cells) + " |")
             return rows
@@ -1355,7 +1439,8 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
                                                   for _, label, key in pair_cols) + " |",
                   "|---|--:|" + "--:|" * len(pair_cols)]
             pooled: dict[int, list[float]] = {i: [] for i in range(len(pair_cols))}
-            for alg in algs:
+            repeated_algs = [alg for alg in algs if alg in REPEATED_ALGS]
+            for alg in repeated_algs:
                 cells, n_rounds = [], 0
                 for i, (num, _, key) in enumerate(pair_cols):
                     ratios = paired(summaries[alg].get(f"{num}/repeated"),
@@ -1364,9 +1449,9 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
                     n_rounds = max(n_rounds, len(ratios))
                     cells.append(spread(ratios))
                 L.append(f"| {alg} | {n_rounds} | " + " | ".join(cells) + " |")
-            if len(algs) > 1:
+            if len(repeated_algs) > 1:
                 # A cached request takes the same path whatever the algorithm.
-                L.append(f"| all ({' + '.join(algs)}) | {len(pooled[0])} | "
+                L.append(f"| all ({' + '.join(repeated_algs)}) | {len(pooled[0])} | "
                          + " | ".join(spread(pooled[i]) for i in range(len(pair_cols))) + " |")
         L += ["", "The same ratios per Envoy CPU-second (requests ÷ CPU time Envoy used; less sensitive to "
               "other load on the machine):", ""]
@@ -1398,7 +1483,7 @@ def report(bench: Bench, algs: list[str], kinds: list[str], started: dt.datetime
               + " | ".join(d[0] for d in diffs) + " | gap to native (filter − native) |",
               "|---|---|" + "--:|" * (len(kinds) + len(diffs) + 1)]
         for alg in algs:
-            for w, native in (("repeated", "native_cache"), ("distinct", "native_nocache")):
+            for w, native in [("repeated", "native_cache")] + [(w, "native_nocache") for w in DISTINCT]:
                 v = {k: us(alg, k, w) for k in KINDS}
                 L.append(f"| {alg} | {w} | " + " | ".join(cell(v[k]) for k in kinds) + " | "
                          + " | ".join(cell(diff(v[x], v[y]), True) for _, x, y in diffs) + " | "

@@ -7,6 +7,8 @@ Per algorithm there is one key set (a JWKS file the bench's JWKS server publishe
            published by the sample jwks.json itself: the seed's key set
     ES256  a P-256 key generated on first use (bench/.cache/keys/ES256.pem)
     EdDSA  an Ed25519 key generated on first use (bench/.cache/keys/EdDSA.pem)
+    PS256  an RSA 2048 key generated on first use (bench/.cache/keys/PS256.pem): RSA-PSS, which
+           the filter verifies in the VM (Envoy's `verify_signature` has no PSS padding)
 
 Every token has the claims of the seed's groups-scope.jwt (iss testing@secure.istio.io,
 groups [group1, group2], scope [scope1, scope2]) plus a distinct `jti`/`sub`, so all tokens
@@ -28,14 +30,14 @@ from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
 FIXTURES = ROOT / "tests" / "fixtures" / "istio-samples"
 ISSUER = "testing@secure.istio.io"
 ISTIO_KID = "DHFbpoIUqrY8t2zpA2qXfCmr5VO5ZEr4RzHU_-envvQ"
-ALGS = ("RS256", "ES256", "EdDSA")
+ALGS = ("RS256", "ES256", "EdDSA", "PS256")
 LIFETIME = 30 * 86400   # tokens are valid this long after minting
 MIN_LEFT = 2 * 86400    # re-mint when less than this is left
 
@@ -63,7 +65,12 @@ def _load_or_create_key(alg: str):
         return serialization.load_pem_private_key((FIXTURES / "key.pem").read_bytes(), None)
     path = CACHE / "keys" / f"{alg}.pem"
     if not path.exists():
-        key = ec.generate_private_key(ec.SECP256R1()) if alg == "ES256" else ed25519.Ed25519PrivateKey.generate()
+        if alg == "ES256":
+            key = ec.generate_private_key(ec.SECP256R1())
+        elif alg == "PS256":
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            key = ed25519.Ed25519PrivateKey.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -81,6 +88,9 @@ def keyset(alg: str) -> tuple[object, str, dict]:
     if alg == "ES256":
         pub = key.public_key().public_numbers()
         jwk = {"kty": "EC", "crv": "P-256", "x": _int_b64(pub.x, 32), "y": _int_b64(pub.y, 32)}
+    elif alg == "PS256":
+        pub = key.public_key().public_numbers()
+        jwk = {"kty": "RSA", "n": _int_b64(pub.n, (pub.n.bit_length() + 7) // 8), "e": _int_b64(pub.e, 3)}
     else:
         raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         jwk = {"kty": "OKP", "crv": "Ed25519", "x": _b64(raw)}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks the filter against Envoy's native jwt_authn, side by side (issue 5).
 #
-#   scripts/bench.sh                 RS256 + ES256 + EdDSA, ~25 minutes
-#   scripts/bench.sh --quick         smoke check, ~3 minutes
+#   scripts/bench.sh                 RS256 + ES256 + EdDSA (+ PS256 distinct tokens only), ~35 minutes
+#   scripts/bench.sh --quick         smoke check, ~8 minutes
 #   scripts/bench.sh --alg RS256 --repeated-rounds 20 --duration 2 --rounds 3 --token-cache-size 1000 --rss-100k
 #   scripts/bench.sh --help          every option
 #   scripts/bench.sh --instructions  Envoy's instructions per request under callgrind instead
@@ -15,7 +15,8 @@
 # one token repeated with wrk (every Envoy up at once, 10 rounds of 2 s loads in a shuffled
 # order; and head to head: two Envoys on one core loaded at the same time, 12 generations of
 # fresh processes, compared by requests per CPU-second), 20,000 distinct tokens each sent once
-# with h2load (a fresh Envoy per run, 3 rounds). The
+# over HTTP/1.1 (wrk with bench/distinct.lua, 16 connections) and over HTTP/2 (h2load, one
+# connection with 16 streams), a fresh Envoy per run, 3 rounds. The
 # medians go to stdout and to bench/latest.md as a markdown table with the machine and the
 # date. bench/bench.py does the work; its docstring explains the choices. A run where any
 # request failed or was not verified is reported as INVALID and the script exits 1.
