@@ -65,12 +65,11 @@ case " $* " in
       *,noop_wasm,* | *,floor_wasm,*)
         noop_src="$ROOT/bench/noop-filter"
         noop_wasm="$ROOT/bench/.cache/noop_filter.wasm"
-        # What the module is built from (with the filter's files it includes); the cached
+        # What the module is built from ; the cached
         # build records the hash it was built at.
         noop_hash() {
           { (cd "$noop_src" && find Cargo.toml Cargo.lock src -type f 2>/dev/null | LC_ALL=C sort |
-            xargs sha256sum); cat "$ROOT/scripts/wasm-exports.py" "$ROOT/src/filter/root_entry.rs" \
-            "$ROOT/src/filter/request_headers.rs" | sha256sum; } | sha256sum | cut -d' ' -f1
+            xargs sha256sum); } | sha256sum | cut -d' ' -f1
         }
         if [ ! -f "$noop_wasm" ] || [ "$(cat "$noop_wasm.src-sha256" 2>/dev/null)" != "$(noop_hash)" ]; then
           log "building the no-op proxy-wasm filter (bench/noop-filter)"
@@ -79,10 +78,8 @@ case " $* " in
           CARGO_TARGET_DIR="$ROOT/target" cargo_for_target wasm32-wasip1 build --release --quiet \
             --manifest-path "$noop_src/Cargo.toml"
           mkdir -p "$(dirname "$noop_wasm")"
-          # Exports trimmed as the filter's are: the floor of a filter that handles request
-          # headers only (the host skips the callbacks a module does not export).
-          python3 "$ROOT/scripts/wasm-exports.py" trim \
-            "$(target_dir_for wasm32-wasip1)/release/noop_filter.wasm" "$noop_wasm.tmp"
+          # As cargo builds it, like the filter.
+          cp "$(target_dir_for wasm32-wasip1)/release/noop_filter.wasm" "$noop_wasm.tmp"
           mv "$noop_wasm.tmp" "$noop_wasm"
           noop_hash >"$noop_wasm.src-sha256"
           log "wrote $noop_wasm ($(stat -c %s "$noop_wasm") bytes)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the filter (release, wasm32-wasip1) into wasm/jwt_claims_filter.wasm.
+# Builds the filter (release, wasm32-wasip1) into wasm/jwt_claims_filter.wasm: the module
+# `cargo build --release --target wasm32-wasip1` makes, copied.
 #   scripts/build.sh                 the module (what ships)
 #   scripts/build.sh --test-panic    also the test-only variant (cargo feature `test-panic`: a
 #                                    request whose :path starts with /__jcf_test_panic aborts
@@ -26,13 +27,12 @@ done
 mkdir -p wasm
 ARTEFACT="$(target_dir_for wasm32-wasip1)/release/jwt_claims_filter.wasm"
 
-# build_module OUT CARGO_ARGS...: builds with the extra cargo arguments and writes the module
-# to OUT. Only the callbacks the filter handles stay exported: the host skips the rest per
-# stream.
+# build_module OUT CARGO_ARGS...: builds with the extra cargo arguments and copies the module
+# to OUT. What cargo builds is the module: nothing edits it after the linker.
 build_module() {
   local out="$1"; shift
   cargo_for_target wasm32-wasip1 build --release --lib --quiet "$@"
-  python3 "$ROOT/scripts/wasm-exports.py" trim "$ARTEFACT" "$out.tmp"
+  cp "$ARTEFACT" "$out.tmp"
   mv "$out.tmp" "$out"
   log "wrote $out ($(stat -c %s "$out") bytes)"
 }

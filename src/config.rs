@@ -87,6 +87,12 @@ pub struct HttpUri {
 }
 
 impl HttpUri {
+    /// Istio's name for the cluster of this URI's host and port (a ServiceEntry's outbound
+    /// cluster): what a fetch goes through when no cluster is named.
+    pub fn istio_cluster(&self) -> String {
+        format!("outbound|{}||{}", self.port, self.host)
+    }
+
     /// Parses an absolute http or https URI. Userinfo and fragments are refused.
     pub fn parse(text: &str) -> Result<HttpUri, String> {
         let (scheme, rest) =
@@ -470,7 +476,7 @@ fn remote(uri: HttpUri, cluster: Option<&str>, discovery: bool, field: &str) -> 
         Some("") => return Err(error(field, "must not be empty")),
         Some(c) => c.to_string(),
         // Istio's name for the outbound cluster of a ServiceEntry host and port.
-        None => format!("outbound|{}||{}", uri.port, uri.host),
+        None => uri.istio_cluster(),
     };
     Ok(RemoteJwks { uri, cluster, discovery })
 }

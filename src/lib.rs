@@ -5,7 +5,8 @@
 //! The modules follow a request: [`config`] (parsed once), [`extract`] (tokens in, owned
 //! headers out), [`verify`] (one token against one rule), [`jwks`] and [`keycache`] (keys and
 //! their lifecycle), [`claims`] (claims into header values), [`authn`] (the verdict). They are
-//! pure and tested natively; only `filter` talks to the proxy-wasm host.
+//! pure and tested natively. [`plugin`] puts them together for one filter configuration,
+//! generic over the [`host`] seam; only `filter` (wasm32) knows the proxy-wasm SDK.
 
 pub mod authn;
 pub mod bytes;
@@ -13,10 +14,12 @@ pub mod claims;
 pub mod config;
 pub mod extract;
 pub mod headermap;
+pub mod host;
 pub mod hostsig;
 pub mod json;
 pub mod jwks;
 pub mod keycache;
+pub mod plugin;
 pub mod tokencache;
 pub mod verify;
 

@@ -16,11 +16,12 @@ freshly minted token per request — the file is swapped. Asserted:
     listener's active state updated and nothing warming, and
     listener_manager.lds.update_success counts it;
   - requests that ended before the swap see version 1 (no x-jwt-claim.scope);
-  - every request started after the update was acknowledged (so in config_dump) sees
-    version 2 at once (x-jwt-claim.scope: scope1,scope2), on new connections and on
-    keep-alive connections opened before the swap (some such requests must occur: the
-    local port of each request's connection is recorded), cached token or not; the update
-    was an in-place filter-chain update (listener_manager.listener_in_place_updated).
+  - every request on a connection opened after the update was acknowledged (so in
+    config_dump) sees version 2 at once (x-jwt-claim.scope: scope1,scope2), cached token or
+    not; keep-alive connections opened before the swap stay on the filter chain they were
+    accepted on (version 1) until Envoy drains them, as with Envoy's own filters, and keep
+    succeeding (the local port of each request's connection is recorded); the update was an
+    in-place filter-chain update (listener_manager.listener_in_place_updated).
 """
 from __future__ import annotations
 
@@ -224,13 +225,15 @@ def test_plugin_config_change_by_lds_file_under_load(lds_gateway):
         f"too little load around the swap: {len(before)} before, {len(after)} after ({len(records)} in all)"
     early_new = [(r.client, at(r)) for r in before if NEW_HEADER in r.claims]
     assert not early_new, f"version 2 seen before the swap: {early_new[:5]}"
-    stale = [(r.client, at(r), r.port) for r in after if r.claims.get(NEW_HEADER) != "scope1,scope2"]
-    assert not stale, (f"{len(stale)} of {len(after)} requests started after version 2 was active "
-                       f"(ack {t_ack - t0:.3f}s) still saw version 1: {stale[:10]}")
-    per_client = {i: sum(1 for r in after if r.client == i) for i in range(4)}
-    assert all(per_client.values()), f"a client sent nothing after the swap: {per_client}"
-    # Old connections too: some requests after the ack went over a keep-alive connection
-    # that also carried requests before the swap (bound to the old filter chain, draining).
+    # A connection is bound to the filter chain it was accepted on, as with Envoy's own
+    # filters: connections opened before the update keep version 1 until Envoy drains them
+    # (they must keep succeeding, checked above); every connection opened after it sees 2.
+    pre_ack_ports = {r.port for r in records if r.start <= t_ack}
+    on_new = [r for r in after if r.port not in pre_ack_ports]
+    assert len(on_new) >= 10, f"too few requests on connections opened after the swap: {len(on_new)}"
+    stale = [(r.client, at(r), r.port) for r in on_new if r.claims.get(NEW_HEADER) != "scope1,scope2"]
+    assert not stale, (f"{len(stale)} of {len(on_new)} requests on connections opened after version 2 was "
+                       f"active (ack {t_ack - t0:.3f}s) still saw version 1: {stale[:10]}")
     old_ports = {r.port for r in before if r.client != 2}
     on_old = [r for r in after if r.client != 2 and r.port in old_ports]
     assert on_old, "no request after the swap used a connection opened before it (all reconnected)"

@@ -2,8 +2,7 @@
 
 use std::cell::Cell;
 
-use super::host;
-use proxy_wasm::types::MetricType;
+use crate::host::Host;
 
 use crate::verify::Rejection;
 
@@ -12,7 +11,8 @@ const ALLOWED_REPORT_EVERY: u32 = 100;
 
 /// Counters in Envoy's stats (`wasmcustom.jwt_claims_filter.*`). Defined by name in every
 /// VM; Envoy keeps one counter per name, so the workers' counts add up.
-pub(super) struct Metrics {
+pub(super) struct Metrics<H: Host> {
+    host: H,
     pub(super) fetch_success: Option<u32>,
     pub(super) fetch_failure: Option<u32>,
     pub(super) unknown_kid_refetch: Option<u32>,
@@ -25,10 +25,9 @@ pub(super) struct Metrics {
     pub(super) denied: Vec<(Rejection, Option<u32>)>,
 }
 
-impl Metrics {
-    pub(super) fn define() -> Metrics {
-        let counter =
-            |name: &str| host::define_metric(MetricType::Counter, &format!("jwt_claims_filter.{name}")).ok();
+impl<H: Host> Metrics<H> {
+    pub(super) fn define(host: H) -> Metrics<H> {
+        let counter = |name: &str| host.define_counter(&format!("jwt_claims_filter.{name}"));
         Metrics {
             fetch_success: counter("jwks_fetch_success"),
             fetch_failure: counter("jwks_fetch_failure"),
@@ -36,12 +35,13 @@ impl Metrics {
             allowed: counter("requests_allowed"),
             allowed_unreported: Cell::new(0),
             denied: Rejection::ALL.iter().map(|r| (*r, counter(&format!("requests_denied.{}", r.reason())))).collect(),
+            host,
         }
     }
 
-    pub(super) fn bump(id: Option<u32>) {
+    pub(super) fn bump(&self, id: Option<u32>) {
         if let Some(id) = id {
-            let _ = host::increment_metric(id, 1);
+            self.host.increment_counter(id, 1);
         }
     }
 
@@ -57,11 +57,11 @@ impl Metrics {
     pub(super) fn report(&self) {
         let unreported = self.allowed_unreported.replace(0);
         if let (Some(id), true) = (self.allowed, unreported > 0) {
-            let _ = host::increment_metric(id, i64::from(unreported));
+            self.host.increment_counter(id, i64::from(unreported));
         }
     }
 
     pub(super) fn denied(&self, rejection: Rejection) {
-        Metrics::bump(self.denied.iter().find(|(r, _)| *r == rejection).and_then(|(_, id)| *id));
+        self.bump(self.denied.iter().find(|(r, _)| *r == rejection).and_then(|(_, id)| *id));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 
-use super::host::{self, Status};
+use crate::host::{Host, Status};
 
 use crate::hostsig;
 use crate::verify::{Algorithm, HostVerifier};
@@ -10,16 +10,17 @@ use crate::verify::{Algorithm, HostVerifier};
 /// Envoy's `verify_signature` foreign function: BoringSSL, natively, for RS*/ES* tokens.
 /// Trusted only after it passed `hostsig::host_answers_correctly` in this VM, and for ES512
 /// only after `hostsig::host_answers_correctly_for_p521` too.
-pub(super) struct EnvoySignatures {
+pub(super) struct EnvoySignatures<H: Host> {
+    host: H,
     usable: Cell<bool>,
     p521: Cell<bool>,
 }
 
-impl EnvoySignatures {
+impl<H: Host> EnvoySignatures<H> {
     const FUNCTION: &'static str = "verify_signature";
 
-    pub(super) fn probe() -> EnvoySignatures {
-        let candidate = EnvoySignatures { usable: Cell::new(true), p521: Cell::new(true) };
+    pub(super) fn probe(host: H) -> EnvoySignatures<H> {
+        let candidate = EnvoySignatures { host, usable: Cell::new(true), p521: Cell::new(true) };
         let usable = hostsig::host_answers_correctly(&candidate);
         let p521 = usable && hostsig::host_answers_correctly_for_p521(&candidate);
         match (usable, p521) {
@@ -35,7 +36,7 @@ impl EnvoySignatures {
     }
 }
 
-impl HostVerifier for EnvoySignatures {
+impl<H: Host> HostVerifier for EnvoySignatures<H> {
     fn offers(&self, alg: Algorithm) -> bool {
         self.usable.get() && (alg != Algorithm::Es512 || self.p521.get())
     }
@@ -45,7 +46,7 @@ impl HostVerifier for EnvoySignatures {
             return None;
         }
         let arguments = hostsig::encode_arguments(hash, spki_der, signature, signing_input);
-        match host::call_foreign_function(Self::FUNCTION, &arguments) {
+        match self.host.call_foreign_function(Self::FUNCTION, &arguments) {
             Ok(answer) => Some(answer.is_some_and(|bytes| hostsig::decode_result(&bytes))),
             Err(Status::NOT_FOUND) => {
                 self.usable.set(false);

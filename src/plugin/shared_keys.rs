@@ -1,7 +1,7 @@
 //! A remote rule's key set as this VM sees it: a snapshot of the shared record (proxy-wasm
 //! shared data, one per Envoy process) and the key set parsed from it.
 
-use super::host::{self, Status};
+use crate::host::{Host, Status};
 
 use crate::authn::KeysFor;
 use crate::config::{JwtRule, RemoteJwks};
@@ -12,7 +12,8 @@ use crate::keycache::{Availability, KeyPolicy, KeyRecord};
 const CAS_ATTEMPTS: usize = 8;
 
 /// One remote rule's view of its shared key record.
-pub(super) struct RemoteKeys {
+pub(super) struct RemoteKeys<H: Host> {
+    host: H,
     /// The shared-data key: one record per (cluster, URI) per Envoy process.
     pub(super) shared_key: String,
     pub(super) policy: KeyPolicy,
@@ -22,9 +23,10 @@ pub(super) struct RemoteKeys {
     loaded: Option<(u64, KeySet)>,
 }
 
-impl RemoteKeys {
-    pub(super) fn new(rule: &JwtRule, remote: &RemoteJwks) -> RemoteKeys {
+impl<H: Host> RemoteKeys<H> {
+    pub(super) fn new(host: H, rule: &JwtRule, remote: &RemoteJwks) -> RemoteKeys<H> {
         RemoteKeys {
+            host,
             shared_key: format!(
                 "jwt_claims_filter.jwks|{}|{}://{}{}",
                 remote.cluster, remote.uri.scheme, remote.uri.authority, remote.uri.path
@@ -58,14 +60,14 @@ impl RemoteKeys {
     /// (the main thread's VM configures before any worker starts) means every lease is then
     /// taken by a real compare-and-swap.
     pub(super) fn ensure_record(&self) {
-        if let Ok((None, _)) = host::shared_data(&self.shared_key) {
-            let _ = host::set_shared_data(&self.shared_key, &KeyRecord::default().encode(), None);
+        if let Ok((None, _)) = self.host.shared_data(&self.shared_key) {
+            let _ = self.host.set_shared_data(&self.shared_key, &KeyRecord::default().encode(), None);
         }
     }
 
     /// Re-reads the shared record.
     pub(super) fn sync(&mut self) {
-        let (record, _) = read_record(&self.shared_key);
+        let (record, _) = read_record(&self.host, &self.shared_key);
         self.adopt(record);
     }
 
@@ -73,12 +75,12 @@ impl RemoteKeys {
     /// changed anything (and so whether to write). Returns `true` when a change was written.
     pub(super) fn update(&mut self, mut change: impl FnMut(&mut KeyRecord) -> bool) -> bool {
         for _ in 0..CAS_ATTEMPTS {
-            let (mut record, cas) = read_record(&self.shared_key);
+            let (mut record, cas) = read_record(&self.host, &self.shared_key);
             if !change(&mut record) {
                 self.adopt(record);
                 return false;
             }
-            match host::set_shared_data(&self.shared_key, &record.encode(), cas) {
+            match self.host.set_shared_data(&self.shared_key, &record.encode(), cas) {
                 Ok(()) => {
                     self.adopt(record);
                     return true;
@@ -111,8 +113,8 @@ impl RemoteKeys {
 
 /// The shared record and its CAS token; an empty record when there is none (or it is not
 /// one this version understands).
-fn read_record(key: &str) -> (KeyRecord, Option<u32>) {
-    match host::shared_data(key) {
+fn read_record(host: &impl Host, key: &str) -> (KeyRecord, Option<u32>) {
+    match host.shared_data(key) {
         Ok((Some(bytes), cas)) => (KeyRecord::decode(&bytes).unwrap_or_default(), cas),
         Ok((None, cas)) => (KeyRecord::default(), cas),
         Err(_) => (KeyRecord::default(), None),

@@ -1,5 +1,5 @@
-//! Every call the filter makes into the host, over the proxy-wasm ABI (0.2.1), each returning
-//! a `Result`. Nothing here can panic.
+//! [`Host`] over the proxy-wasm ABI (0.2.1): every call returns its status, and nothing here
+//! can panic.
 //!
 //! Why not the SDK's `hostcalls`: each of its wrappers panics on a status it does not expect
 //! (`unexpected status: 2`), and a panic aborts the VM, that worker's traffic with it, and the
@@ -8,45 +8,20 @@
 //! `:status` is `BadArgument`. The imports are declared here with plain integer statuses (the
 //! SDK's `Status` enum would make an unlisted value undefined behaviour).
 //!
-//! The one SDK call kept is `dispatch_http_call` (see [`dispatch_http_call`]).
+//! The one SDK call kept is `dispatch_http_call` (see [`ProxyWasm::dispatch_http_call`]).
 
 use std::ptr::{null, null_mut};
 use std::time::Duration;
 
 use proxy_wasm::types::{BufferType, MapType, MetricType};
 
-/// A status other than `Ok` from the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Status(u32);
+use crate::host::{Host, Status};
 
-impl Status {
-    pub(super) const NOT_FOUND: Status = Status(1);
-    pub(super) const CAS_MISMATCH: Status = Status(8);
-
-    fn check(code: u32) -> Result<(), Status> {
-        if code == 0 {
-            Ok(())
-        } else {
-            Err(Status(code))
-        }
-    }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self.0 {
-            1 => "NotFound",
-            2 => "BadArgument",
-            3 => "SerializationFailure",
-            4 => "ParseFailure",
-            6 => "InvalidMemoryAccess",
-            7 => "Empty",
-            8 => "CasMismatch",
-            10 => "InternalFailure",
-            12 => "Unimplemented",
-            _ => "status",
-        };
-        write!(f, "{name} ({})", self.0)
+fn check(code: u32) -> Result<(), Status> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Status(code))
     }
 }
 
@@ -70,6 +45,7 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_replace_header_map_value(
         map_type: u32,
@@ -150,7 +126,7 @@ fn read_buffer(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Result<Opt
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     let code = call(&mut data, &mut size);
-    match Status::check(code) {
+    match check(code) {
         // SAFETY: on Ok the host wrote a buffer it allocated through the module, or nothing.
         Ok(()) => Ok(unsafe { take_host_buffer(data, size) }),
         Err(Status::NOT_FOUND) => Ok(None),
@@ -158,7 +134,7 @@ fn read_buffer(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Result<Opt
     }
 }
 
-pub(super) fn log(level: log::Level, message: &str) {
+fn log(level: log::Level, message: &str) {
     let level = match level {
         log::Level::Trace => 0,
         log::Level::Debug => 1,
@@ -175,7 +151,7 @@ pub(super) fn log(level: log::Level, message: &str) {
 pub(super) fn log_level() -> Result<log::LevelFilter, Status> {
     let mut level = 0u32;
     // SAFETY: the host writes one integer into `level`.
-    Status::check(unsafe { proxy_get_log_level(&mut level) })?;
+    check(unsafe { proxy_get_log_level(&mut level) })?;
     Ok(match level {
         0 => log::LevelFilter::Trace,
         1 => log::LevelFilter::Debug,
@@ -187,17 +163,17 @@ pub(super) fn log_level() -> Result<log::LevelFilter, Status> {
 }
 
 /// Milliseconds since the Unix epoch.
-pub(super) fn current_time_ms() -> Result<u64, Status> {
+fn current_time_ms() -> Result<u64, Status> {
     let mut nanos = 0u64;
     // SAFETY: the host writes one integer into `nanos`.
-    Status::check(unsafe { proxy_get_current_time_nanoseconds(&mut nanos) })?;
+    check(unsafe { proxy_get_current_time_nanoseconds(&mut nanos) })?;
     Ok(nanos / 1_000_000)
 }
 
-pub(super) fn set_tick_period(period: Duration) -> Result<(), Status> {
+fn set_tick_period(period: Duration) -> Result<(), Status> {
     let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
     // SAFETY: no memory is passed.
-    Status::check(unsafe { proxy_set_tick_period_milliseconds(millis) })
+    check(unsafe { proxy_set_tick_period_milliseconds(millis) })
 }
 
 /// Up to `max_size` bytes of a buffer from `start`; `None` if the host has none.
@@ -208,51 +184,60 @@ pub(super) fn buffer(buffer_type: BufferType, start: usize, max_size: usize) -> 
     })
 }
 
+/// A whole header map, serialized.
+fn header_map_pairs(map: MapType) -> Result<Option<Vec<u8>>, Status> {
+    read_buffer(|data, size| {
+        // SAFETY: as in `buffer`.
+        unsafe { proxy_get_header_map_pairs(map as u32, data, size) }
+    })
+}
+
 /// One header's value; `None` if the map has no such header.
-pub(super) fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, Status> {
+fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, Status> {
     read_buffer(|data, size| {
         // SAFETY: as in `buffer`; the host reads `name`.
         unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), data, size) }
     })
 }
 
-pub(super) fn remove_header(map: MapType, name: &str) -> Result<(), Status> {
+fn remove_header(map: MapType, name: &str) -> Result<(), Status> {
     // SAFETY: the host reads `name`.
-    Status::check(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+    check(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
 }
 
-pub(super) fn replace_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
+fn replace_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
     // SAFETY: the host reads `name` and `value`.
-    Status::check(unsafe {
+    check(unsafe {
         proxy_replace_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len())
     })
 }
 
-pub(super) fn add_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
+fn add_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
     // SAFETY: the host reads `name` and `value`.
-    Status::check(unsafe {
+    check(unsafe {
         proxy_add_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len())
     })
 }
 
-/// A host property (`["plugin_name"]`); `None` if the host has none of that path.
-pub(super) fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
-    // The ABI's path: the segments joined by NUL.
-    let serialized = path.join("\0");
-    read_buffer(|data, size| {
-        // SAFETY: as in `buffer`; the host reads `serialized`.
-        unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), data, size) }
-    })
+/// The host's `plugin_name` for the effective context (Envoy: the filter's `config.name`),
+/// for the log.
+pub(super) fn plugin_name() -> Option<String> {
+    const PATH: &[u8] = b"plugin_name";
+    let name = read_buffer(|data, size| {
+        // SAFETY: as in `buffer`; the host reads `PATH`.
+        unsafe { proxy_get_property(PATH.as_ptr(), PATH.len(), data, size) }
+    });
+    name.ok().flatten().map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// A shared-data value and its CAS token; `(None, None)` if the key has none.
-pub(super) fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
+fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     let mut cas = 0u32;
     // SAFETY: the host writes a buffer it allocated, its length and an integer.
     let code = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
-    match Status::check(code) {
+    match check(code) {
         // SAFETY: as `take_host_buffer` requires, on Ok.
         Ok(()) => Ok((unsafe { take_host_buffer(data, size) }, (cas != 0).then_some(cas))),
         Err(Status::NOT_FOUND) => Ok((None, None)),
@@ -261,58 +246,58 @@ pub(super) fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), S
 }
 
 /// Writes shared data; with `cas`, only if nobody wrote since (else `CAS_MISMATCH`).
-pub(super) fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
     // SAFETY: the host reads `key` and `value`.
-    Status::check(unsafe {
+    check(unsafe {
         proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas.unwrap_or(0))
     })
 }
 
 /// Lets the effective context's paused request go on.
-pub(super) fn resume_request() -> Result<(), Status> {
+fn resume_request() -> Result<(), Status> {
     const HTTP_REQUEST_STREAM: u32 = 0;
     // SAFETY: no memory is passed.
-    Status::check(unsafe { proxy_continue_stream(HTTP_REQUEST_STREAM) })
+    check(unsafe { proxy_continue_stream(HTTP_REQUEST_STREAM) })
 }
 
 /// Answers the effective context's request without sending it upstream.
-pub(super) fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
+fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
     let headers = serialize_map(headers);
     // SAFETY: the host reads `body` and `headers`.
-    Status::check(unsafe {
+    check(unsafe {
         proxy_send_local_response(status, null(), 0, body.as_ptr(), body.len(), headers.as_ptr(), headers.len(), -1)
     })
 }
 
 /// Makes `context_id` the context later calls act on; fails for a context the host deleted.
-pub(super) fn set_effective_context(context_id: u32) -> Result<(), Status> {
+fn set_effective_context(context_id: u32) -> Result<(), Status> {
     // SAFETY: no memory is passed.
-    Status::check(unsafe { proxy_set_effective_context(context_id) })
+    check(unsafe { proxy_set_effective_context(context_id) })
 }
 
 /// A host extension's function (Envoy: `verify_signature`); `Ok(None)` if it returned nothing.
-pub(super) fn call_foreign_function(name: &str, arguments: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+fn call_foreign_function(name: &str, arguments: &[u8]) -> Result<Option<Vec<u8>>, Status> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: the host reads `name` and `arguments` and writes a buffer it allocated.
     let code = unsafe {
         proxy_call_foreign_function(name.as_ptr(), name.len(), arguments.as_ptr(), arguments.len(), &mut data, &mut size)
     };
-    Status::check(code)?;
+    check(code)?;
     // SAFETY: as `take_host_buffer` requires, on Ok.
     Ok(unsafe { take_host_buffer(data, size) })
 }
 
-pub(super) fn define_metric(kind: MetricType, name: &str) -> Result<u32, Status> {
+fn define_metric(kind: MetricType, name: &str) -> Result<u32, Status> {
     let mut id = 0u32;
     // SAFETY: the host reads `name` and writes one integer.
-    Status::check(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
+    check(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
     Ok(id)
 }
 
-pub(super) fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
+fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
     // SAFETY: no memory is passed.
-    Status::check(unsafe { proxy_increment_metric(id, offset) })
+    check(unsafe { proxy_increment_metric(id, offset) })
 }
 
 /// Starts an HTTP call to `cluster`; the answer comes to the root context's
@@ -322,12 +307,12 @@ pub(super) fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
 /// dispatcher, which otherwise would not route the answer back. The wrapper panics only on a
 /// status other than Ok, BadArgument and InternalFailure, which is all `proxy_http_call` may
 /// answer for arguments in the module's memory (the ABI, and Envoy's `httpCall`).
-pub(super) fn dispatch_http_call(
+fn dispatch_http_call(
     cluster: &str,
-    headers: Vec<(&str, &str)>,
+    headers: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<u32, proxy_wasm::types::Status> {
-    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout)
+    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers.to_vec(), None, vec![], timeout)
 }
 
 /// The ABI's header map: a count, then each name's and value's length, then each name and
@@ -381,4 +366,78 @@ pub(super) fn install_logger(level: log::LevelFilter) {
         }));
     }
     log::set_max_level(level);
+}
+
+/// The proxy-wasm host (Envoy): [`Host`] over the functions above.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ProxyWasm;
+
+impl Host for ProxyWasm {
+    fn now_ms(&self) -> u64 {
+        current_time_ms().unwrap_or(0)
+    }
+
+    fn set_tick_period(&self, period: Duration) {
+        let _ = set_tick_period(period);
+    }
+
+    fn request_header_pairs(&self) -> Option<Vec<u8>> {
+        header_map_pairs(MapType::HttpRequestHeaders).ok().flatten()
+    }
+
+    fn remove_request_header(&self, name: &str) {
+        let _ = remove_header(MapType::HttpRequestHeaders, name);
+    }
+
+    fn add_request_header(&self, name: &str, value: &str) {
+        let _ = add_header(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn replace_request_header(&self, name: &str, value: &str) {
+        let _ = replace_header(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn send_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        let _ = send_response(status, headers, body);
+    }
+
+    fn resume_request(&self) {
+        let _ = resume_request();
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> Result<(), Status> {
+        set_effective_context(context_id)
+    }
+
+    fn dispatch_http_call(&self, cluster: &str, headers: &[(&str, &str)], timeout: Duration) -> Result<u32, Status> {
+        dispatch_http_call(cluster, headers, timeout).map_err(|status| Status(status as u32))
+    }
+
+    fn call_response_header(&self, name: &str) -> Result<Option<Vec<u8>>, Status> {
+        header(MapType::HttpCallResponseHeaders, name)
+    }
+
+    fn call_response_body(&self, max_size: usize) -> Result<Option<Vec<u8>>, Status> {
+        buffer(BufferType::HttpCallResponseBody, 0, max_size)
+    }
+
+    fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
+        shared_data(key)
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+        set_shared_data(key, value, cas)
+    }
+
+    fn define_counter(&self, name: &str) -> Option<u32> {
+        define_metric(MetricType::Counter, name).ok()
+    }
+
+    fn increment_counter(&self, id: u32, by: i64) {
+        let _ = increment_metric(id, by);
+    }
+
+    fn call_foreign_function(&self, name: &str, arguments: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+        call_foreign_function(name, arguments)
+    }
 }
