@@ -26,7 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-import bench as B
+import configs
+from common import ALGS, BENCH, NOOP_WASM, WASM, log
+from configs import KINDS, LABELS, NOOP_MODULE_KINDS
+from procs import Envoy, Procs, envoy_binary, http_get, tail
+from workloads import Bench
 
 JIT_FLOOR = 1 << 32  # V8's code space sits above 4 GiB; the Envoy binary and libc below
 
@@ -63,21 +67,21 @@ def is_jit(name: str) -> bool:
     return bool(m) and int(m.group(1), 16) >= JIT_FLOOR
 
 
-def measure(bench: B.Bench, kind: str, alg: str, requests: int, run_dir: Path) -> dict:
-    env = B.Envoy(kind, alg, run_dir, bench.jwks_port, bench.args.token_cache_size, None)
+def measure(bench: Bench, kind: str, alg: str, requests: int, run_dir: Path) -> dict:
+    env = Envoy(kind, alg, run_dir, bench.jwks_port, bench.args.token_cache_size, None)
     out = run_dir / f"callgrind.{kind}"
     argv = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", f"--callgrind-out-file={out}",
-            B.envoy_binary(), "-c", str(env.cfg_path), "--concurrency", "1", "--disable-hot-restart",
+            envoy_binary(), "-c", str(env.cfg_path), "--concurrency", "1", "--disable-hot-restart",
             "-l", "warning"]
-    log = (run_dir / f"valgrind-{kind}.log").open("wb")
-    proc = B.Procs.start(f"valgrind-{kind}", argv, log)
+    vg_log = (run_dir / f"valgrind-{kind}.log").open("wb")
+    proc = Procs.start(f"valgrind-{kind}", argv, vg_log)
     try:
         token = bench.tokens[alg].repeated
         url = env.url + "/status/200"
         deadline = time.monotonic() + 600  # V8 compiles the module under valgrind: minutes
-        while B.http_get(url, {"Authorization": "Bearer " + token}, timeout=30)[0] != 200:
+        while http_get(url, {"Authorization": "Bearer " + token}, timeout=30)[0] != 200:
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"{kind}: no 200 under valgrind:\n{B.tail(run_dir / f'valgrind-{kind}.log')}")
+                raise RuntimeError(f"{kind}: no 200 under valgrind:\n{tail(run_dir / f'valgrind-{kind}.log')}")
             time.sleep(1)
         header = f"Authorization: Bearer {token}"
         subprocess.run(["wrk", "-t1", "-c4", "-d20s", "-H", header, url], capture_output=True, check=False)
@@ -96,8 +100,8 @@ def measure(bench: B.Bench, kind: str, alg: str, requests: int, run_dir: Path) -
         total = sum(costs.values())
         return {"total": total / requests, "jit": jit / requests, "host": (total - jit) / requests}
     finally:
-        B.Procs.stop(proc, timeout=60)
-        log.close()
+        Procs.stop(proc, timeout=60)
+        vg_log.close()
 
 
 def main(argv: list[str]) -> int:
@@ -105,45 +109,45 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--configs", default="none,noop_wasm,floor_wasm,native_cache,filter")
     ap.add_argument("--token-cache-size", type=int, default=1000)
-    ap.add_argument("--alg", choices=B.ALGS, default="RS256", help="the repeated token's algorithm (default RS256)")
+    ap.add_argument("--alg", choices=ALGS, default="RS256", help="the repeated token's algorithm (default RS256)")
     args = ap.parse_args(argv)
     kinds = [k for k in args.configs.split(",") if k]
-    if any(k not in B.KINDS for k in kinds):
-        ap.error(f"--configs takes a subset of {','.join(B.KINDS)}")
-    run_dir = B.BENCH / "runs" / ("instructions-" + time.strftime("%Y%m%d-%H%M%S"))
+    if any(k not in KINDS for k in kinds):
+        ap.error(f"--configs takes a subset of {','.join(KINDS)}")
+    run_dir = BENCH / "runs" / ("instructions-" + time.strftime("%Y%m%d-%H%M%S"))
     run_dir.mkdir(parents=True, exist_ok=True)
-    B.wasm_used = run_dir / B.WASM.name
-    B.wasm_used.write_bytes(B.WASM.read_bytes())
-    if any(k in B.NOOP_MODULE_KINDS for k in kinds):
-        B.noop_used = run_dir / B.NOOP_WASM.name
-        B.noop_used.write_bytes(B.NOOP_WASM.read_bytes())
-    bench = B.Bench(argparse.Namespace(connections=4, tokens=10, rss_100k=False, no_pin=True, wait_idle=0,
-                                       token_cache_size=args.token_cache_size, duration=1), run_dir)
+    configs.wasm_used = run_dir / WASM.name
+    configs.wasm_used.write_bytes(WASM.read_bytes())
+    if any(k in NOOP_MODULE_KINDS for k in kinds):
+        configs.noop_used = run_dir / NOOP_WASM.name
+        configs.noop_used.write_bytes(NOOP_WASM.read_bytes())
+    bench = Bench(argparse.Namespace(connections=4, tokens=10, rss_100k=False, no_pin=True, wait_idle=0,
+                                     token_cache_size=args.token_cache_size, duration=1), run_dir)
     rows = {}
     try:
         bench.prepare_tokens([args.alg])
-        B.log(f"{args.alg}, the repeated token, {args.requests:,} requests per configuration")
+        log(f"{args.alg}, the repeated token, {args.requests:,} requests per configuration")
         bench.start_jwks()
         for kind in kinds:
             rows[kind] = measure(bench, kind, args.alg, args.requests, run_dir)
             r = rows[kind]
-            B.log(f"{B.LABELS[kind]:40} {r['total']:9,.0f} instructions/request"
-                  f"  (host {r['host']:,.0f}, run-time generated code {r['jit']:,.0f})")
+            log(f"{LABELS[kind]:40} {r['total']:9,.0f} instructions/request"
+                f"  (host {r['host']:,.0f}, run-time generated code {r['jit']:,.0f})")
     finally:
-        B.Procs.stop_all()
+        Procs.stop_all()
     if "filter" in rows and "native_cache" in rows:
-        B.log(f"native jwt_authn + cache / filter: {rows['native_cache']['total'] / rows['filter']['total']:.2f}"
-              " (instructions; > 1 means the filter runs fewer)")
+        log(f"native jwt_authn + cache / filter: {rows['native_cache']['total'] / rows['filter']['total']:.2f}"
+            " (instructions; > 1 means the filter runs fewer)")
     if "filter" in rows and "noop_wasm" in rows:
-        B.log(f"filter's own work over the no-op filter: {rows['filter']['total'] - rows['noop_wasm']['total']:,.0f}"
-              " instructions/request")
+        log(f"filter's own work over the no-op filter: {rows['filter']['total'] - rows['noop_wasm']['total']:,.0f}"
+            " instructions/request")
     if "floor_wasm" in rows and "native_cache" in rows:
-        B.log(f"native jwt_authn + cache / the job's host calls only: "
-              f"{rows['native_cache']['total'] / rows['floor_wasm']['total']:.2f} (the best a proxy-wasm filter "
-              "doing this job can show)")
+        log(f"native jwt_authn + cache / the job's host calls only: "
+            f"{rows['native_cache']['total'] / rows['floor_wasm']['total']:.2f} (the best a proxy-wasm filter "
+            "doing this job can show)")
     if "filter" in rows and "floor_wasm" in rows:
-        B.log(f"filter's own logic over the job's host calls: "
-              f"{rows['filter']['total'] - rows['floor_wasm']['total']:,.0f} instructions/request")
+        log(f"filter's own logic over the job's host calls: "
+            f"{rows['filter']['total'] - rows['floor_wasm']['total']:,.0f} instructions/request")
     return 0
 
 
