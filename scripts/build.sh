@@ -15,6 +15,7 @@ set -euo pipefail
 cd "$ROOT"
 
 TEST_PANIC_OUT="$ROOT/wasm/jwt_claims_filter.test-panic.wasm"
+TRIMMED_OUT="$ROOT/wasm/jwt_claims_filter.trimmed.wasm"
 test_panic=0
 for arg in "$@"; do
   case "$arg" in
@@ -41,3 +42,16 @@ if [ "$test_panic" = 1 ]; then
   build_module "$TEST_PANIC_OUT" --features test-panic
 fi
 build_module "$WASM_OUT"
+
+# The optional size and speed step: the same module with only the callbacks the filter
+# implements exported (the host enters the VM for every exported callback of every stream and
+# skips the others), by tools/wasm-trim (walrus). tests/e2e/test_wasm_health.py checks that
+# every callback the source implements is kept; scripts/test.sh runs the end-to-end suite on
+# both modules.
+KEEP_EXPORTS=(memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate
+  proxy_on_vm_start proxy_on_configure proxy_on_tick proxy_on_http_call_response
+  proxy_on_context_create proxy_on_request_headers proxy_on_delete)
+CARGO_TARGET_DIR="$ROOT/target/tools" cargo build --release --quiet --manifest-path "$ROOT/tools/wasm-trim/Cargo.toml"
+"$ROOT/target/tools/release/wasm-trim" "$WASM_OUT" "$TRIMMED_OUT.tmp" "${KEEP_EXPORTS[@]}"
+mv "$TRIMMED_OUT.tmp" "$TRIMMED_OUT"
+log "wrote $TRIMMED_OUT ($(stat -c %s "$TRIMMED_OUT") bytes)"

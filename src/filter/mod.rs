@@ -50,15 +50,18 @@ impl Context for PluginRoot {
         self.with_plugin(|plugin| plugin.on_fetch_response(root, token_id, num_headers, body_size));
     }
 
-    /// The configuration is going away (replaced or removed): its fetches in flight will not
-    /// answer, so their leases end now and the configuration replacing it fetches at once.
-    fn on_done(&mut self) -> bool {
+}
+
+/// The host deleted the root (its configuration was replaced or removed; the SDK drops it in
+/// `proxy_on_delete`, so no `proxy_on_done` is needed): its fetches in flight will not answer,
+/// so their leases end now and the configuration replacing it fetches at once.
+impl Drop for PluginRoot {
+    fn drop(&mut self) {
         log::info!(
             "jwt-claims-filter: root context {} is gone (configuration replaced or removed); its state is freed",
             self.context_id
         );
         self.with_plugin(|plugin| plugin.abandon_fetches());
-        true
     }
 }
 
@@ -121,13 +124,15 @@ struct RequestContext {
     plugin: Option<SharedPlugin>,
 }
 
-impl Context for RequestContext {
-    /// The stream ends: if its request was still waiting for keys, nobody needs the answer.
-    fn on_done(&mut self) -> bool {
+impl Context for RequestContext {}
+
+/// The stream ended (the SDK drops its context in `proxy_on_delete`): if its request was still
+/// waiting for keys, nobody needs the answer.
+impl Drop for RequestContext {
+    fn drop(&mut self) {
         if let Some(Ok(mut plugin)) = self.plugin.as_ref().map(|p| p.try_borrow_mut()) {
             plugin.forget_request(self.context_id);
         }
-        true
     }
 }
 

@@ -65,7 +65,7 @@ impl<H: Host> Plugin<H> {
             if !self.dispatch_at_tick.contains(&rule_index) {
                 self.dispatch_at_tick.push(rule_index);
             }
-            self.host.set_tick_period(WAITING_TICK);
+            self.set_tick_period(WAITING_TICK);
             return;
         }
         let Some(rule) = self.config.rules.get(rule_index) else { return };
@@ -124,8 +124,8 @@ impl<H: Host> Plugin<H> {
     }
 
     /// A dispatched call answered, or failed: then the host has no response for it (no
-    /// headers; reading them is an error, whatever stage the call failed at). Returns `false`
-    /// for a token that is not one of ours.
+    /// headers; reading them is an error, whatever stage the call failed at). A token that is
+    /// not one of this plugin's is ignored. The paused requests are then decided again.
     pub fn on_fetch_response(&mut self, root: u32, token: u32, num_headers: usize, body_size: usize) {
         self.current_context = root;
         let now_ms = self.clock.read();
@@ -213,7 +213,6 @@ fn fetched_body(host: &impl Host, num_headers: usize, body_size: usize) -> Resul
 }
 
 /// Envoy's own reason when the fetch never reached the server: the router answers a
-
 /// connection or TLS failure with a local 503 whose body starts like this.
 fn envoy_connect_failure(host: &impl Host, status: &[u8], body_size: usize) -> Option<String> {
     const ENVOY_REPLY: &str = "upstream connect error or disconnect/reset before headers";
@@ -225,8 +224,7 @@ fn envoy_connect_failure(host: &impl Host, status: &[u8], body_size: usize) -> O
     body.starts_with(ENVOY_REPLY).then(|| body.chars().filter(|c| !c.is_control()).collect())
 }
 
-/// What a request whose header map does not parse is read as: no headers.
-
+/// The cluster for a discovered `jwks_uri`: the configured one when the JWKS lives on the
 /// discovery host, else Istio's outbound cluster name for the JWKS host.
 fn jwks_cluster_for(remote: &RemoteJwks, jwks_uri: &HttpUri) -> String {
     if jwks_uri.host == remote.uri.host && jwks_uri.port == remote.uri.port {

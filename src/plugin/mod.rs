@@ -115,6 +115,8 @@ pub struct Plugin<H: Host> {
     current_context: u32,
     /// Rules whose fetch a request started: dispatched at the next tick (20 ms at most).
     dispatch_at_tick: Vec<usize>,
+    /// The tick period last asked of the host (see [`Plugin::set_tick_period`]).
+    tick_period: Cell<Duration>,
 }
 
 impl<H: Host> Plugin<H> {
@@ -138,7 +140,8 @@ impl<H: Host> Plugin<H> {
         let discovered = vec![None; config.rules.len()];
         let tokens = TokenCache::new(config.token_cache_size);
         // With inline keys only, the tick still keeps the clock's recent reading fresh.
-        host.set_tick_period(if config.all_keys_inline() { IDLE_TICK } else { WAITING_TICK });
+        let tick_period = if config.all_keys_inline() { IDLE_TICK } else { WAITING_TICK };
+        host.set_tick_period(tick_period);
         Plugin {
             config,
             remotes,
@@ -152,6 +155,7 @@ impl<H: Host> Plugin<H> {
             root_context,
             current_context: root_context,
             dispatch_at_tick: Vec::new(),
+            tick_period: Cell::new(tick_period),
             host,
         }
     }
@@ -243,6 +247,15 @@ impl<H: Host> Plugin<H> {
         decision
     }
 
+    /// Asks the host for a tick period, only if it is another: the host re-arms the timer on
+    /// every call (Envoy), so asking again on every paused request would put the next tick off
+    /// for as long as they keep coming, and with it the fetch and every deadline.
+    fn set_tick_period(&self, period: Duration) {
+        if self.tick_period.replace(period) != period {
+            self.host.set_tick_period(period);
+        }
+    }
+
     /// Decides every paused request again; answers those that no longer wait or whose
     /// deadline passed. `current` is the context whose callback is running: the effective
     /// context is restored to it afterwards.
@@ -280,7 +293,7 @@ impl<H: Host> Plugin<H> {
             self.remotes.iter().flatten().any(|r| r.record.availability(now_ms) == Availability::Pending);
         let idle = self.waiting.is_empty() && !first_keys_pending && self.dispatch_at_tick.is_empty();
         let period = if idle { IDLE_TICK } else { WAITING_TICK };
-        self.host.set_tick_period(period);
+        self.set_tick_period(period);
     }
 
     /// Applies a verdict to the effective context's request (a woken or refused one; a

@@ -417,7 +417,7 @@ def test_slow_first_fetch_answers_within_timeout(gateway, jwks_servers):
 
 def test_a_waiting_request_whose_client_leaves_is_forgotten(launch, jwks_servers):
     """A request paused for keys whose client hangs up is dropped from the waiting list when
-    its stream ends (the stream context's `on_done`).
+    its stream ends (the stream context is dropped in `proxy_on_delete`).
     The fetch it started is the root context's, so it is not
     cancelled with the request: once the JWKS answers, the next request passes at once (one
     worker, so it meets the same VM; a fetch lost with the request would keep it waiting until

@@ -3,7 +3,7 @@ filter that has the same vm_config, with one root context per configuration: two
 one chain, or the old and the new configuration while a listener is updated. Each root
 context holds its own plugin and creates its streams' contexts (the SDK's shape): each
 request must meet its own configuration, and a configuration the host deletes must be freed
-(its root's `on_done`)."""
+(its root context is dropped when the host deletes it)."""
 from __future__ import annotations
 
 import copy

@@ -79,7 +79,7 @@ def test_the_module_is_what_cargo_builds_in_the_sdk_shape():
     assert not {e for e in exported if e.startswith("jcf_")}, sorted(exported)
     source = "\n".join(p.read_text() for p in sorted((ROOT / "src").rglob("*.rs")))
     callbacks = implemented_callbacks(source)
-    assert {"on_http_call_response", "on_tick", "on_configure", "on_http_request_headers", "on_done"} <= callbacks
+    assert {"on_http_call_response", "on_tick", "on_configure", "on_http_request_headers"} <= callbacks
     unknown = callbacks - CALLBACK_EXPORTS.keys()
     assert not unknown, f"map {sorted(unknown)} to their exports in CALLBACK_EXPORTS"
     missing = {cb: CALLBACK_EXPORTS[cb] for cb in callbacks if CALLBACK_EXPORTS[cb] not in exported}
