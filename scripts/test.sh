@@ -31,3 +31,7 @@ fi
 
 log "end-to-end tests"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
+
+log "end-to-end tests on the trimmed module (scripts/build.sh's optional step)"
+JWT_FILTER_WASM="$ROOT/wasm/jwt_claims_filter.trimmed.wasm" \
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e "$@"
