@@ -31,7 +31,7 @@ import httpx
 import pytest
 
 from support import tokens
-from support.checks import assert_invalid_token, assert_no_vm_failure, claim_headers, echoed_headers
+from support.checks import assert_invalid_token, assert_no_vm_failure, claim_headers, echoed_headers, wait_until
 from support.envoy import GATEWAY_HOST, Envoy, seed_config
 from support.jwks_server import JwksServer
 
@@ -90,13 +90,6 @@ def connections(env: Envoy) -> tuple[float, float]:
     return hcm_stat(env, "downstream_cx_http2_total"), hcm_stat(env, "downstream_cx_http1_total")
 
 
-def wait_until(cond, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ and nowhere a 503, and no `panicked at` / `Wasm VM failed` or other VM failure i
 from __future__ import annotations
 
 import concurrent.futures
-import re
 import threading
 import time
 import uuid
@@ -34,7 +33,7 @@ import pytest
 import requests
 
 from support import tokens
-from support.checks import assert_invalid_token, assert_no_vm_failure, echoed_headers
+from support.checks import assert_invalid_token, assert_no_vm_failure, echoed_headers, wait_until, worker_connections
 from support.envoy import GATEWAY_HOST, Envoy, seed_config
 from support.jwks_server import JwksServer
 
@@ -84,15 +83,6 @@ class Answers:
         assert not bad, f"{len(bad)} of {len(self.seen)} answers were 503 (a VM failed): {bad[:3]}"
 
 
-def worker_connections(env: Envoy) -> dict[str, float]:
-    """Connections accepted per worker on the gateway listener."""
-    out = {}
-    for key, value in env.stats().items():
-        if key.startswith("envoy_listener_worker_downstream_cx_total{") and \
-                f'envoy_listener_address="127.0.0.1_{env.listener_port}"' in key:
-            out[re.search(r'envoy_worker_id="(\d+)"', key).group(1)] = value
-    assert len(out) == CONCURRENCY, f"expected {CONCURRENCY} workers on the listener: {out}"
-    return out
 
 
 def counter(env: Envoy, name: str) -> float:
@@ -102,14 +92,6 @@ def counter(env: Envoy, name: str) -> float:
     raise AssertionError(f"{PREFIX}{name} not in /stats/prometheus")
 
 
-def wait_until(cond: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if cond():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def on_both_workers(env: Envoy, answers: Answers, check: Callable[[requests.Response, float], None],
@@ -117,16 +99,16 @@ def on_both_workers(env: Envoy, answers: Answers, check: Callable[[requests.Resp
     """Rounds of `per_round` parallel requests with fresh valid tokens, each answer checked,
     until every worker has accepted a connection of them (at most `rounds`). Returns how many
     were sent."""
-    before = worker_connections(env)
+    before = worker_connections(env, CONCURRENCY)
     sent = 0
     for _ in range(rounds):
         for r, elapsed in answers.parallel(per_round):
             check(r, elapsed)
         sent += per_round
-        now = worker_connections(env)
+        now = worker_connections(env, CONCURRENCY)
         if all(now[w] > before.get(w, 0) for w in now):
             return sent
-    raise AssertionError(f"{sent} requests did not reach both workers: {before} → {worker_connections(env)}")
+    raise AssertionError(f"{sent} requests did not reach both workers: {before} → {worker_connections(env, CONCURRENCY)}")
 
 
 def heal_and_pass(env: Envoy, srv: JwksServer, answers: Answers) -> float:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from support import tls, tokens
-from support.checks import assert_invalid_token, assert_no_vm_failure, echoed_headers
+from support.checks import assert_invalid_token, assert_no_vm_failure, echoed_headers, wait_until
 from support.envoy import Envoy, free_port, seed_config
 from support.jwks_server import JwksServer
 
@@ -71,13 +71,6 @@ def cluster_stat(env: Envoy, name: str) -> float:
     return 0.0
 
 
-def wait_until(cond, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from support import tokens
-from support.checks import assert_invalid_token, assert_no_vm_failure, echoed_headers
+from support.checks import assert_invalid_token, assert_no_vm_failure, echoed_headers, wait_until, worker_connections
 from support.envoy import GATEWAY_HOST, Envoy, free_port, seed_config
 from support.jwks_server import JwksServer
 
@@ -81,14 +81,6 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
 
 
-def wait_until(cond: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if cond():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def stat(env: Envoy, name: str, **labels: str) -> float:
@@ -100,15 +92,6 @@ def stat(env: Envoy, name: str, **labels: str) -> float:
     raise AssertionError(f"{name}{labels} not in /stats/prometheus")
 
 
-def worker_connections(env: Envoy) -> dict[str, float]:
-    """Connections accepted per worker on the gateway listener."""
-    out = {}
-    for key, value in env.stats().items():
-        if key.startswith("envoy_listener_worker_downstream_cx_total{") and \
-                f'envoy_listener_address="127.0.0.1_{env.listener_port}"' in key:
-            out[re.search(r'envoy_worker_id="(\d+)"', key).group(1)] = value
-    assert len(out) == CONCURRENCY, f"expected {CONCURRENCY} workers on the listener: {out}"
-    return out
 
 
 def filter_log(env: Envoy, needle: str) -> str:
@@ -124,7 +107,7 @@ def assert_vm_healthy(env: Envoy) -> None:
     malformed token is refused by the filter), no wasm VM failed or reloaded and none was
     created or lost since start-up, and the log shows no VM failure."""
     assert env.alive(), f"Envoy exited with status {env.proc.returncode}\n{env.log_tail(40)}"
-    before = worker_connections(env)
+    before = worker_connections(env, CONCURRENCY)
     no_token = [fetch(env, "/status/200")[0] for _ in range(16)]
     assert [r.status_code for r in no_token] == [200] * 16, [(r.status_code, r.text[:80]) for r in no_token]
     for _ in range(4):
@@ -138,7 +121,7 @@ def assert_vm_healthy(env: Envoy) -> None:
         now = [v for k, v in stats.items() if k.split("{", 1)[0] == name]
         was = [v for k, v in env.vm_baseline.items() if k.split("{", 1)[0] == name]  # type: ignore[attr-defined]
         assert now and now == was, f"{name}: {was} at start-up, {now} now (a VM was lost or replaced)"
-    served = delta(worker_connections(env), before)
+    served = delta(worker_connections(env, CONCURRENCY), before)
     assert served, "the health requests reached no worker"
     # Envoy flushes its log file on exit: read it after stopping.
     env.stop()
@@ -223,7 +206,7 @@ def test_cold_start_burst_waits_for_one_fetch(gateway, jwks_servers):
     wait_until(lambda: counters(env)["requests_allowed"] >= 40, timeout=2)
     c = counters(env)
     assert (c["jwks_fetch_success"], c["jwks_fetch_failure"], c["requests_allowed"]) == (1, 0, 40), c
-    workers = worker_connections(env)
+    workers = worker_connections(env, CONCURRENCY)
     assert all(v > 0 for v in workers.values()), f"the burst did not reach every worker: {workers}"
 
 
@@ -237,7 +220,7 @@ def test_one_fetch_per_refresh_with_traffic_on_all_workers(gateway, jwks_servers
     r, _ = fetch(env, "/headers", token())
     assert r.status_code == 200, r.text
     pool_tokens = [token() for _ in range(12)]
-    cx_before = worker_connections(env)
+    cx_before = worker_connections(env, CONCURRENCY)
     window = 8.0
     t_start = time.monotonic()
     t_end = t_start + window
@@ -255,7 +238,7 @@ def test_one_fetch_per_refresh_with_traffic_on_all_workers(gateway, jwks_servers
     t_stop = time.monotonic()
     assert len(codes) >= 80, f"only {len(codes)} requests in {window}s"
     assert set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
-    served = delta(worker_connections(env), cx_before)
+    served = delta(worker_connections(env, CONCURRENCY), cx_before)
     assert len(served) == CONCURRENCY, f"traffic did not reach every worker: {served}"
 
     times = [t for t, _ in srv.hit_log]

@@ -1,7 +1,10 @@
-"""Assertions shared by the end-to-end tests: what httpbin echoed, and the 401 contract."""
+"""Assertions shared by the end-to-end tests: what httpbin echoed, the 401 contract, and
+waiting for a condition or counting Envoy's per-worker connections."""
 from __future__ import annotations
 
 import re
+import time
+from typing import Callable
 
 import requests
 
@@ -46,3 +49,25 @@ def assert_no_vm_failure(log: str) -> None:
     """No line of Envoy's log (read after it stopped: it flushes on exit) says a VM failed."""
     bad = [ln for ln in log.splitlines() if any(m in ln for m in VM_FAILURE_LOG)]
     assert not bad, "VM failure in Envoy's log:\n" + "\n".join(bad[:20])
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Polls `cond` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def worker_connections(env, workers: int) -> dict[str, float]:
+    """Connections accepted per worker on the gateway listener of `env` (an Envoy with
+    `workers` workers)."""
+    out = {}
+    for key, value in env.stats().items():
+        if key.startswith("envoy_listener_worker_downstream_cx_total{") and \
+                f'envoy_listener_address="127.0.0.1_{env.listener_port}"' in key:
+            out[re.search(r'envoy_worker_id="(\d+)"', key).group(1)] = value
+    assert len(out) == workers, f"expected {workers} workers on the listener: {out}"
+    return out
