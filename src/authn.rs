@@ -13,7 +13,8 @@ use crate::extract::{without_param, FoundToken};
 use crate::headermap::text;
 use crate::jwks::KeySet;
 use crate::tokencache::{CachedToken, TokenCache};
-use crate::verify::{check_time, decode, verify, DecodedToken, HostVerifier, Rejection};
+use crate::model::{Grant, Rejection};
+use crate::verify::{check_time, decode, verify, DecodedToken, HostVerifier};
 
 /// What the key cache can offer a rule's tokens right now.
 pub enum KeysFor<'a> {
@@ -53,14 +54,6 @@ pub enum Verdict {
     Deny(Rejection),
     /// Pause the request and decide again once these rules' keys have been (re)fetched.
     AwaitKeys(Vec<KeyWait>),
-}
-
-/// What a valid request gets: headers to set, headers to remove, maybe a new `:path`.
-#[derive(Debug, Default, PartialEq)]
-pub struct Grant {
-    pub set_headers: Vec<(String, String)>,
-    pub remove_headers: Vec<String>,
-    pub new_path: Option<String>,
 }
 
 /// The verdict, and the tokens verified on the way (for the token cache).

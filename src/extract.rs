@@ -315,39 +315,6 @@ fn name_is(name: &[u8], lowercase: &[u8]) -> bool {
     name.len() == lowercase.len() && (same_bytes(name, lowercase) || name.eq_ignore_ascii_case(lowercase))
 }
 
-/// Which header names [`scan_headers`] has to look at: those of a length that a token
-/// location, `:path` or an owned header has, and the `x-jwt-claim` family. Made once per
-/// configuration; a request's other headers are passed over on their length alone.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScannedNames {
-    /// Bit n: some name of n bytes is looked at; bit 63: of 63 bytes or more.
-    lengths: u64,
-}
-
-impl ScannedNames {
-    pub fn new(locations: &[TokenLocation], owned_headers: &[String]) -> ScannedNames {
-        let mut names: Vec<&str> = vec![":path"];
-        for location in locations {
-            match location {
-                TokenLocation::Header { name, .. } => names.push(name),
-                TokenLocation::Cookie(_) => names.push("cookie"),
-                TokenLocation::Param(_) => {}
-            }
-        }
-        names.extend(owned_headers.iter().map(String::as_str));
-        ScannedNames { lengths: names.iter().fold(0, |lengths, name| lengths | ScannedNames::bit(name.len())) }
-    }
-
-    fn bit(len: usize) -> u64 {
-        1 << len.min(63)
-    }
-
-    /// Whether a header of this name may be one the walk acts on.
-    pub fn may_concern(&self, name: &[u8]) -> bool {
-        self.lengths & ScannedNames::bit(name.len()) != 0 || is_claim_header_family(name)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

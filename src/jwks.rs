@@ -13,7 +13,7 @@ use base64::Engine;
 use jwt_simple::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::verify::Algorithm;
+use crate::model::Algorithm;
 
 /// A verification key of one algorithm.
 pub enum VerifyingKey {

@@ -19,6 +19,7 @@ pub mod hostsig;
 pub mod json;
 pub mod jwks;
 pub mod keycache;
+pub mod model;
 pub mod plugin;
 pub mod tokencache;
 pub mod verify;

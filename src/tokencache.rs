@@ -25,7 +25,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use crate::authn::Grant;
+use crate::model::Grant;
 use crate::bytes::same_bytes;
 use crate::verify::Validity;
 

@@ -20,7 +20,8 @@ use jwt_claims_filter::config::{FilterConfig, KeySource};
 use jwt_claims_filter::extract::find_tokens;
 use jwt_claims_filter::jwks::{JwksError, KeyMiss, KeySet};
 use jwt_claims_filter::tokencache::TokenCache;
-use jwt_claims_filter::verify::{check_time, decode, verify, Algorithm, BuiltinOnly, Rejection};
+use jwt_claims_filter::model::{Algorithm, Rejection};
+use jwt_claims_filter::verify::{check_time, decode, verify, BuiltinOnly};
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
 #[cfg(target_arch = "wasm32")]

@@ -7,7 +7,8 @@
 #![no_main]
 
 use jwt_claims_filter::claims::is_claim_header_family;
-use jwt_claims_filter::config::{is_header_name, FilterConfig};
+use jwt_claims_filter::bytes::is_header_name;
+use jwt_claims_filter::config::FilterConfig;
 use jwt_claims_filter::extract::{add_query_tokens, find_tokens, scan_headers};
 use jwt_claims_filter_fuzz::{authenticate_twice, mint, FUZZ_ISSUER, ISTIO_ISSUER, NOW};
 use libfuzzer_sys::fuzz_target;

@@ -9,11 +9,13 @@ use std::sync::OnceLock;
 
 use jwt_claims_filter::authn::{authenticate, Context, Decision, KeysFor, RequestTime, Verdict};
 use jwt_claims_filter::claims::is_header_value;
-use jwt_claims_filter::config::{is_header_name, FilterConfig, KeySource};
+use jwt_claims_filter::bytes::is_header_name;
+use jwt_claims_filter::config::{FilterConfig, KeySource};
 use jwt_claims_filter::extract::FoundToken;
 use jwt_claims_filter::jwks::KeySet;
 use jwt_claims_filter::tokencache::TokenCache;
-use jwt_claims_filter::verify::{Algorithm, BuiltinOnly};
+use jwt_claims_filter::model::Algorithm;
+use jwt_claims_filter::verify::BuiltinOnly;
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
 
