@@ -159,6 +159,7 @@ impl KeySet {
     }
 
     /// How many (key, algorithm) pairs the set holds.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.keys.len()
     }

@@ -21,7 +21,7 @@ mod values;
 use fields::{as_array, as_object, as_str, error, opt_bool, reject_unknown};
 pub use locations::{ScannedNames, TokenLocation};
 use rule::parse_rule;
-pub use values::{parse_duration, HttpUri};
+pub use values::HttpUri;
 
 /// The validated configuration. Built once in `on_configure`, shared read-only afterwards.
 #[derive(Debug)]

@@ -1,3 +1,4 @@
+use super::values::parse_duration;
 use super::*;
 
 const JWKS: &str = include_str!("../../tests/fixtures/istio-samples/jwks.json");

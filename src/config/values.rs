@@ -74,7 +74,7 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
 
 /// Parses a protobuf-JSON duration: decimal seconds with an `s` suffix (`"5s"`, `"1.5s"`),
 /// and, for convenience, whole milliseconds (`"250ms"`).
-pub fn parse_duration(text: &str) -> Option<Duration> {
+pub(super) fn parse_duration(text: &str) -> Option<Duration> {
     if let Some(ms) = text.strip_suffix("ms") {
         return ms.parse::<u64>().ok().map(Duration::from_millis);
     }
