@@ -21,7 +21,7 @@ pub struct DecodedToken<'a> {
     pub claims: Value,
     /// `exp` and `nbf` in whole seconds, read once by [`Validity::of_claims`].
     pub validity: Validity,
-    /// The header `typ`, already checked to name a JWT (see [`is_jwt_type`]).
+    /// The header `typ`, already checked to name a JWT (see `is_jwt_type`).
     pub typ: Option<String>,
     /// The payload segment as it appeared (base64url): `outputPayloadToHeader` forwards it.
     pub payload_b64: &'a str,
