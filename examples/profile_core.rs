@@ -14,7 +14,7 @@ use std::time::Instant;
 use jwt_claims_filter::authn::{authenticate, Context, KeysFor, RequestTime};
 use jwt_claims_filter::config::{FilterConfig, KeySource};
 use jwt_claims_filter::extract::{add_query_tokens, scan_headers};
-use jwt_claims_filter::headermap::parse_pairs;
+use jwt_claims_filter::headermap::Pairs;
 use jwt_claims_filter::tokencache::TokenCache;
 use jwt_claims_filter::verify::BuiltinOnly;
 
@@ -62,8 +62,10 @@ fn main() {
         let mut allowed = 0u32;
         for _ in 0..rounds.max(1) {
             let buffer = wire.clone(); // the host allocates a fresh one per request
-            let headers = parse_pairs(&buffer).unwrap_or_default();
-            let scan = scan_headers(&config, headers);
+            // The request path's one walk (src/plugin/request.rs), acted on if it read it all.
+            let mut walk = Pairs::unchecked(&buffer).unwrap_or_default();
+            let scan = scan_headers(&config, &mut walk);
+            assert!(walk.is_complete(), "the wire form reads whole");
             let owned = scan.owned.len();
             let mut found = scan.tokens;
             add_query_tokens(&config.locations, scan.path, &mut found);

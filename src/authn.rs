@@ -13,7 +13,8 @@ use crate::extract::{without_param, FoundToken};
 use crate::headermap::text;
 use crate::jwks::KeySet;
 use crate::tokencache::{CachedToken, TokenCache};
-use crate::verify::{check_time, decode, verify, DecodedToken, HostVerifier, Rejection};
+use crate::model::{Grant, Rejection};
+use crate::verify::{check_time, decode, verify, DecodedToken, HostVerifier};
 
 /// What the key cache can offer a rule's tokens right now.
 pub enum KeysFor<'a> {
@@ -53,14 +54,6 @@ pub enum Verdict {
     Deny(Rejection),
     /// Pause the request and decide again once these rules' keys have been (re)fetched.
     AwaitKeys(Vec<KeyWait>),
-}
-
-/// What a valid request gets: headers to set, headers to remove, maybe a new `:path`.
-#[derive(Debug, Default, PartialEq)]
-pub struct Grant {
-    pub set_headers: Vec<(String, String)>,
-    pub remove_headers: Vec<String>,
-    pub new_path: Option<String>,
 }
 
 /// The verdict, and the tokens verified on the way (for the token cache).
@@ -202,7 +195,7 @@ fn authenticate_in_full<'c>(
     path: &[u8],
     single_lookup: Option<Option<&'c CachedToken>>,
 ) -> Decision {
-    let Context { config, keys, host, ref clock, .. } = *ctx;
+    let config = ctx.config;
     if found.is_empty() {
         let verdict = if config.require_token { Verdict::Deny(Rejection::Missing) } else { Verdict::PassWithoutToken };
         return verdict.into();
@@ -210,6 +203,30 @@ fn authenticate_in_full<'c>(
 
     // First the cache, then structure and issuer of the rest: they need no keys, and any
     // invalid token refuses the request (as Envoy does with several tokens).
+    let (accepted, misses) = split_cached(ctx, found, single_lookup);
+    // Only tokens that have to be decoded are read as text.
+    let texts: Vec<_> = misses.iter().map(|(_, presented)| presented.text()).collect();
+    let fresh = match decode_misses(config, misses, &texts) {
+        Ok(fresh) => fresh,
+        Err(rejection) => return Verdict::Deny(rejection).into(),
+    };
+    let generations = match verify_fresh(ctx, &fresh) {
+        Ok(generations) => generations,
+        Err(verdict) => return verdict.into(),
+    };
+    allow(config, accepted, fresh, generations, path)
+}
+
+/// A token the cache did not answer for: its place among the request's tokens, where it was
+/// presented, the token decoded, the rule (by index) whose issuer it names.
+type Fresh<'r, 't> = (usize, &'r FoundToken<'r>, DecodedToken<'t>, usize);
+
+/// The request's tokens the cache answers for, accepted, and the others (with their order).
+fn split_cached<'r, 'c: 'r>(
+    ctx: &Context<'c, '_>,
+    found: &'r [FoundToken<'r>],
+    single_lookup: Option<Option<&'c CachedToken>>,
+) -> (Vec<Accepted<'r>>, Vec<(usize, &'r FoundToken<'r>)>) {
     let mut misses: Vec<(usize, &FoundToken<'_>)> = Vec::new();
     let mut accepted: Vec<Accepted<'_>> = Vec::new();
     for (order, presented) in found.iter().enumerate() {
@@ -224,51 +241,73 @@ fn authenticate_in_full<'c>(
             misses.push((order, presented));
         }
     }
-    // Only tokens that have to be decoded are read as text.
-    let texts: Vec<_> = misses.iter().map(|(_, presented)| presented.text()).collect();
-    let mut fresh: Vec<(usize, &FoundToken<'_>, DecodedToken<'_>, usize)> = Vec::with_capacity(misses.len());
-    for ((order, presented), text) in misses.into_iter().zip(&texts) {
-        let token = match decode(text, config.max_token_bytes) {
-            Ok(token) => token,
-            Err(rejection) => return Verdict::Deny(rejection).into(),
-        };
+    (accepted, misses)
+}
+
+/// The structure and issuer of each token the cache did not answer for (`texts`: theirs).
+fn decode_misses<'r, 't>(
+    config: &FilterConfig,
+    misses: Vec<(usize, &'r FoundToken<'r>)>,
+    texts: &'t [std::borrow::Cow<'_, str>],
+) -> Result<Vec<Fresh<'r, 't>>, Rejection> {
+    let mut fresh: Vec<Fresh<'r, 't>> = Vec::with_capacity(misses.len());
+    for ((order, presented), text) in misses.into_iter().zip(texts) {
+        let token = decode(text, config.max_token_bytes)?;
         let rule = config.rules.iter().position(|rule| {
             token.issuer() == Some(rule.issuer.as_str()) && rule.locations.contains(&presented.location)
         });
         let Some(rule) = rule else {
-            return Verdict::Deny(Rejection::UnknownIssuer).into();
+            return Err(Rejection::UnknownIssuer);
         };
         fresh.push((order, presented, token, rule));
     }
+    Ok(fresh)
+}
 
+/// Time and signature of each fresh token against its rule's keys: the key generation each
+/// was verified with, or the verdict (a denial, or a wait for keys) for the request.
+fn verify_fresh(ctx: &Context<'_, '_>, fresh: &[Fresh<'_, '_>]) -> Result<Vec<u64>, Verdict> {
+    let Context { config, keys, host, ref clock, .. } = *ctx;
     let now_secs = if fresh.is_empty() { clock.recent_secs } else { clock.exact_secs() };
     let mut waits = Vec::new();
     let mut generations = Vec::with_capacity(fresh.len());
-    for (_, _, token, rule_index) in &fresh {
+    for (_, _, token, rule_index) in fresh {
         let Some(rule) = config.rules.get(*rule_index) else {
-            return Verdict::Deny(Rejection::UnknownIssuer).into();
+            return Err(Verdict::Deny(Rejection::UnknownIssuer));
         };
         match keys(*rule_index) {
             KeysFor::Ready { keys, generation, may_refetch } => match verify(token, rule, keys, now_secs, host) {
                 Ok(()) => generations.push(generation),
                 Err(Rejection::UnknownKid) if may_refetch => waits.push(KeyWait::UnknownKid(*rule_index)),
-                Err(rejection) => return Verdict::Deny(rejection).into(),
+                Err(rejection) => return Err(Verdict::Deny(rejection)),
             },
             KeysFor::Pending => {
                 // Do not keep an expired token waiting for keys it cannot use.
                 if let Err(rejection) = check_time(token, now_secs, rule.clock_skew) {
-                    return Verdict::Deny(rejection).into();
+                    return Err(Verdict::Deny(rejection));
                 }
                 waits.push(KeyWait::FirstKeys(*rule_index));
             }
-            KeysFor::Unavailable => return Verdict::Deny(Rejection::KeysUnavailable).into(),
+            KeysFor::Unavailable => return Err(Verdict::Deny(Rejection::KeysUnavailable)),
         }
     }
     if !waits.is_empty() {
         waits.dedup();
-        return Verdict::AwaitKeys(waits).into();
+        return Err(Verdict::AwaitKeys(waits));
     }
+    Ok(generations)
+}
 
+/// The grant for a request whose tokens all passed, and the fresh ones for the cache.
+fn allow(
+    config: &FilterConfig,
+    accepted: Vec<Accepted<'_>>,
+    fresh: Vec<Fresh<'_, '_>>,
+    generations: Vec<u64>,
+    path: &[u8],
+) -> Decision {
+    // Shortened to the borrows of `fresh` that join it.
+    let mut accepted: Vec<Accepted<'_>> = accepted;
     // Presented order (location order, then as presented), whichever way each token passed:
     // what is cached on this worker never changes which token's claims win.
     accepted.extend(fresh.iter().map(|(order, presented, token, rule)| Accepted {

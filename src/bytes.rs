@@ -78,6 +78,11 @@ fn fold_header_byte(byte: u8) -> u8 {
     }
 }
 
+/// RFC 7230 `token`: what a header name may contain.
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

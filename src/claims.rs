@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use crate::bytes::starts_with_header_name;
+use crate::bytes::{is_header_name, starts_with_header_name};
 
 /// Every header whose lowercased name starts with this belongs to the filter.
 pub const CLAIM_HEADER_PREFIX: &str = match std::str::from_utf8(CLAIM_PREFIX_BYTES) {
@@ -32,7 +32,7 @@ impl ClaimPath {
         let rest = lower
             .strip_prefix(CLAIM_HEADER_PREFIX)
             .ok_or_else(|| format!("{name:?} does not start with {CLAIM_HEADER_PREFIX:?}"))?;
-        if !crate::config::is_header_name(name) {
+        if !is_header_name(name) {
             return Err(format!("{name:?} is not a valid header name"));
         }
         let separator =

@@ -132,20 +132,29 @@ pub fn scan_headers<'a>(config: &FilterConfig, headers: impl Iterator<Item = Hea
     scan
 }
 
-/// Every token presented at any configured location, in location order. A location that
-/// appears several times (two `Authorization` headers) yields each. Header names and values
-/// may be bytes or text; tokens are taken as bytes, trimmed as `str::trim` would.
-pub fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
+/// Test-only: the tokens the request path's walk ([`scan_headers`], then [`add_query_tokens`])
+/// finds in `headers` and `path` under these locations alone (no owned headers), in location
+/// order. Header names and values may be bytes or text.
+#[cfg(test)]
+pub(crate) fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
     locations: &[TokenLocation],
     headers: &'a [(N, V)],
     path: &'a str,
 ) -> FoundTokens<'a> {
-    let mut found = FoundTokens::default();
-    for (name, value) in headers {
-        add_header_tokens(locations, name.as_ref(), value.as_ref(), &mut found);
-    }
-    add_query_tokens(locations, path.as_bytes(), &mut found);
-    found
+    let config = FilterConfig {
+        rules: Vec::new(),
+        claim_headers: Vec::new(),
+        require_token: false,
+        max_token_bytes: crate::config::DEFAULT_MAX_TOKEN_BYTES,
+        token_cache_size: 0,
+        locations: locations.to_vec(),
+        owned_headers: Vec::new(),
+        scanned_names: crate::config::ScannedNames::new(locations, &[]),
+    };
+    let with_path = headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())).chain([(&b":path"[..], path.as_bytes())]);
+    let mut scan = scan_headers(&config, with_path);
+    add_query_tokens(locations, scan.path, &mut scan.tokens);
+    scan.tokens
 }
 
 /// The tokens one header holds for the header and cookie locations.
@@ -313,39 +322,6 @@ pub fn is_owned_header(config: &FilterConfig, name: &[u8]) -> bool {
 /// over lowercased, so the exact comparison, a fraction of the cost, nearly always answers.
 fn name_is(name: &[u8], lowercase: &[u8]) -> bool {
     name.len() == lowercase.len() && (same_bytes(name, lowercase) || name.eq_ignore_ascii_case(lowercase))
-}
-
-/// Which header names [`scan_headers`] has to look at: those of a length that a token
-/// location, `:path` or an owned header has, and the `x-jwt-claim` family. Made once per
-/// configuration; a request's other headers are passed over on their length alone.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScannedNames {
-    /// Bit n: some name of n bytes is looked at; bit 63: of 63 bytes or more.
-    lengths: u64,
-}
-
-impl ScannedNames {
-    pub fn new(locations: &[TokenLocation], owned_headers: &[String]) -> ScannedNames {
-        let mut names: Vec<&str> = vec![":path"];
-        for location in locations {
-            match location {
-                TokenLocation::Header { name, .. } => names.push(name),
-                TokenLocation::Cookie(_) => names.push("cookie"),
-                TokenLocation::Param(_) => {}
-            }
-        }
-        names.extend(owned_headers.iter().map(String::as_str));
-        ScannedNames { lengths: names.iter().fold(0, |lengths, name| lengths | ScannedNames::bit(name.len())) }
-    }
-
-    fn bit(len: usize) -> u64 {
-        1 << len.min(63)
-    }
-
-    /// Whether a header of this name may be one the walk acts on.
-    pub fn may_concern(&self, name: &[u8]) -> bool {
-        self.lengths & ScannedNames::bit(name.len()) != 0 || is_claim_header_family(name)
-    }
 }
 
 #[cfg(test)]
@@ -566,11 +542,11 @@ mod tests {
         for name in ["host", "accept-encoding", "user-agent", ":authority", "x-request-id", "authorization", "x-forwarded-proto"] {
             assert!(!names.may_concern(name.as_bytes()), "{name}");
         }
-        // Passed over or not, the walk finds what find_tokens finds, in any case of the names.
+        // Passed over or not, the walk finds every token, in any case of the names.
         let h: Vec<(&[u8], &[u8])> =
             vec![(b"accept", b"*/*"), (b"X-Token", b"a.a.a"), (b"COOKIE", b"session=c.c.c"), (b"X-Sub", b"forged")];
         let scan = scan_headers(&config, h.iter().map(|(n, v)| (*n, *v)));
-        assert_eq!(tokens(scan.tokens), tokens(find_tokens(&config.locations, &h, "/")));
+        assert_eq!(tokens(scan.tokens), vec![(0, "a.a.a".into()), (1, "c.c.c".into())]);
         assert_eq!(scan.owned, vec![&b"X-Sub"[..]]);
     }
 

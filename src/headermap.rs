@@ -39,8 +39,8 @@ impl<'a> Iterator for Pairs<'a> {
 
 impl<'a> Pairs<'a> {
     /// The pairs of `buffer`, unchecked past the count: each is checked as it is walked. For
-    /// a walk that acts only once it has read them all (the request path's one walk);
-    /// otherwise [`parse_pairs`]. `None` if the count does not fit the buffer.
+    /// a walk that acts only once it has read them all (the request path's one walk), and
+    /// checks [`Pairs::is_complete`] after. `None` if the count does not fit the buffer.
     pub fn unchecked(buffer: &'a [u8]) -> Option<Pairs<'a>> {
         if buffer.is_empty() {
             return Some(Pairs::default());
@@ -68,7 +68,9 @@ impl<'a> Pairs<'a> {
 /// The pairs of a serialized header map, borrowed from `buffer`. `None` for a buffer that
 /// does not follow the layout (a host bug: never read past it, never panic on it): checked
 /// here, whole, so every walk of the pairs sees all of them. Values become text where they
-/// are read ([`text`]); names are compared as bytes.
+/// are read ([`text`]); names are compared as bytes. Test-only: the request path walks
+/// [`Pairs::unchecked`] once and checks [`Pairs::is_complete`] after.
+#[cfg(test)]
 pub fn parse_pairs(buffer: &[u8]) -> Option<Pairs<'_>> {
     let pairs = Pairs::unchecked(buffer)?;
     let mut walk = pairs.clone();

@@ -13,7 +13,7 @@ use base64::Engine;
 use jwt_simple::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::verify::Algorithm;
+use crate::model::Algorithm;
 
 /// A verification key of one algorithm.
 pub enum VerifyingKey {
@@ -159,6 +159,7 @@ impl KeySet {
     }
 
     /// How many (key, algorithm) pairs the set holds.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.keys.len()
     }
@@ -327,6 +328,13 @@ const INVALID_KEY: &str = "invalid key";
 fn parse_jwk(entry: &Value, allow_symmetric: bool) -> Result<Vec<Jwk>, Skip> {
     let jwk = entry.as_object().ok_or_else(|| skip("not an object", "not an object"))?;
     let kty = member(jwk, "kty")?;
+    let (declared_alg, kid) = usage_alg_and_kid(jwk)?;
+    let algorithms = key_algorithms(jwk, kty, declared_alg, allow_symmetric)?;
+    key_material(jwk, kty, kid, algorithms)
+}
+
+/// A JWK's `use` and `key_ops` (it must be meant to verify), its `alg` and `kid`.
+fn usage_alg_and_kid(jwk: &Map<String, Value>) -> Result<(Option<Algorithm>, Option<String>), Skip> {
     if let Some(usage) = jwk.get("use") {
         if usage.as_str() != Some("sig") {
             return Err(skip("use is not sig", format!("\"use\" is {}, not \"sig\"", clip(&usage.to_string(), 32))));
@@ -350,7 +358,16 @@ fn parse_jwk(entry: &Value, allow_symmetric: bool) -> Result<Vec<Jwk>, Skip> {
         None => None,
         Some(k) => Some(k.as_str().ok_or_else(|| skip(MALFORMED_MEMBER, "\"kid\" is not a string"))?.to_string()),
     };
+    Ok((declared_alg, kid))
+}
 
+/// The algorithms a key of this `kty` (and curve) serves, narrowed to its `alg` if it has one.
+fn key_algorithms(
+    jwk: &Map<String, Value>,
+    kty: &str,
+    declared_alg: Option<Algorithm>,
+    allow_symmetric: bool,
+) -> Result<Vec<Algorithm>, Skip> {
     let candidates: Vec<Algorithm> = match kty {
         "RSA" => Algorithm::RSA.to_vec(),
         "EC" => vec![ec_curve(jwk, declared_alg)?],
@@ -364,16 +381,24 @@ fn parse_jwk(entry: &Value, allow_symmetric: bool) -> Result<Vec<Jwk>, Skip> {
         }
         other => return Err(skip("unsupported kty", format!("unsupported \"kty\" {:?}", clip(other, 32)))),
     };
-    let algorithms = match declared_alg {
-        None => candidates,
-        Some(alg) if candidates.contains(&alg) => vec![alg],
+    match declared_alg {
+        None => Ok(candidates),
+        Some(alg) if candidates.contains(&alg) => Ok(vec![alg]),
         Some(alg) if kty == "EC" => {
             let crv = candidates.first().map_or("?", |c| curve_name(*c));
-            return Err(skip(ALG_MISFIT, format!("\"alg\" {} contradicts \"crv\" {crv:?}", alg.name())));
+            Err(skip(ALG_MISFIT, format!("\"alg\" {} contradicts \"crv\" {crv:?}", alg.name())))
         }
-        Some(alg) => return Err(skip(ALG_MISFIT, format!("\"alg\" {} does not fit kty {kty:?}", alg.name()))),
-    };
+        Some(alg) => Err(skip(ALG_MISFIT, format!("\"alg\" {} does not fit kty {kty:?}", alg.name()))),
+    }
+}
 
+/// The key material of a JWK whose `kty` [`key_algorithms`] accepted, one key per algorithm.
+fn key_material(
+    jwk: &Map<String, Value>,
+    kty: &str,
+    kid: Option<String>,
+    algorithms: Vec<Algorithm>,
+) -> Result<Vec<Jwk>, Skip> {
     let mut keys = Vec::with_capacity(algorithms.len());
     match kty {
         "RSA" => {
@@ -385,28 +410,8 @@ fn parse_jwk(entry: &Value, allow_symmetric: bool) -> Result<Vec<Jwk>, Skip> {
             }
         }
         "EC" => {
-            let x = b64_member(jwk, "x")?;
-            let y = b64_member(jwk, "y")?;
             let curve = algorithms.first().copied().unwrap_or(Algorithm::Es256);
-            let width = match curve {
-                Algorithm::Es256 => 32,
-                Algorithm::Es384 => 48,
-                _ => 66,
-            };
-            if x.len() != width || y.len() != width {
-                return Err(skip(INVALID_KEY, format!("\"x\" and \"y\" must be {width} bytes for this curve")));
-            }
-            // SEC1 uncompressed point: 0x04 || x || y.
-            let mut point = Vec::with_capacity(1 + 2 * width);
-            point.push(4);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            let key = match curve {
-                Algorithm::Es256 => ES256PublicKey::from_bytes(&point).map(VerifyingKey::Es256).ok(),
-                Algorithm::Es384 => ES384PublicKey::from_bytes(&point).map(VerifyingKey::Es384).ok(),
-                _ => p521::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(VerifyingKey::Es512).ok(),
-            };
-            keys.push(Jwk::new(kid, key.ok_or_else(|| skip(INVALID_KEY, "the point is not on the curve"))?));
+            keys.push(Jwk::new(kid, ec_key(jwk, curve)?));
         }
         "OKP" => {
             let x = b64_member(jwk, "x")?;
@@ -429,6 +434,31 @@ fn parse_jwk(entry: &Value, allow_symmetric: bool) -> Result<Vec<Jwk>, Skip> {
         }
     }
     Ok(keys)
+}
+
+/// An EC public key from `x` and `y` on the curve of `curve` (an ECDSA algorithm).
+fn ec_key(jwk: &Map<String, Value>, curve: Algorithm) -> Result<VerifyingKey, Skip> {
+    let x = b64_member(jwk, "x")?;
+    let y = b64_member(jwk, "y")?;
+    let width = match curve {
+        Algorithm::Es256 => 32,
+        Algorithm::Es384 => 48,
+        _ => 66,
+    };
+    if x.len() != width || y.len() != width {
+        return Err(skip(INVALID_KEY, format!("\"x\" and \"y\" must be {width} bytes for this curve")));
+    }
+    // SEC1 uncompressed point: 0x04 || x || y.
+    let mut point = Vec::with_capacity(1 + 2 * width);
+    point.push(4);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    let key = match curve {
+        Algorithm::Es256 => ES256PublicKey::from_bytes(&point).map(VerifyingKey::Es256).ok(),
+        Algorithm::Es384 => ES384PublicKey::from_bytes(&point).map(VerifyingKey::Es384).ok(),
+        _ => p521::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(VerifyingKey::Es512).ok(),
+    };
+    key.ok_or_else(|| skip(INVALID_KEY, "the point is not on the curve"))
 }
 
 /// The JWK `crv` of an ECDSA algorithm.

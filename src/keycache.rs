@@ -21,6 +21,12 @@ use serde_json::{json, Value};
 /// duration.
 pub const FIRST_RETRY: Duration = Duration::from_millis(500);
 
+/// The encoding of [`KeyRecord`] in shared data. 2: version 1 without the fetch's start
+/// (`since`) and the keys' fetch time (`fetched_at`), which nothing read; version 1 records
+/// still decode (those members are ignored). A reader of version 1 alone takes a version 2
+/// record for none and starts from an empty one.
+const RECORD_VERSION: u64 = 2;
+
 /// A fetch lease outlives the fetch's own timeout by this much before others take over.
 const LEASE_GRACE: Duration = Duration::from_secs(1);
 
@@ -39,7 +45,6 @@ pub struct CachedKeys {
     pub generation: u64,
     /// The JWKS document as fetched (already checked to hold a usable key).
     pub jwks: String,
-    pub fetched_at_ms: u64,
     /// When a background refresh is due (after a failure: when the retry is due).
     pub refresh_at_ms: u64,
 }
@@ -50,7 +55,7 @@ pub enum KeyState {
     /// Never fetched.
     Empty,
     /// A fetch is in flight; `previous` keys (if any) keep serving meanwhile.
-    Fetching { since_ms: u64, lease_until_ms: u64, previous: Option<CachedKeys> },
+    Fetching { lease_until_ms: u64, previous: Option<CachedKeys> },
     /// Keys are loaded.
     Loaded(CachedKeys),
     /// No keys, and the last fetch failed; the next try is due at `retry_at_ms`.
@@ -138,7 +143,7 @@ impl KeyRecord {
         }
         let previous = self.take_keys();
         let lease_until_ms = now_ms + millis(policy.fetch_timeout) + millis(LEASE_GRACE);
-        self.state = KeyState::Fetching { since_ms: now_ms, lease_until_ms, previous };
+        self.state = KeyState::Fetching { lease_until_ms, previous };
         true
     }
 
@@ -181,7 +186,6 @@ impl KeyRecord {
         self.state = KeyState::Loaded(CachedKeys {
             generation: self.generations,
             jwks,
-            fetched_at_ms: now_ms,
             refresh_at_ms: now_ms + millis(refresh_lead(policy.cache_duration)),
         });
         self.generations
@@ -215,15 +219,15 @@ impl KeyRecord {
     pub fn encode(&self) -> Vec<u8> {
         let state = match &self.state {
             KeyState::Empty => json!({"state": "empty"}),
-            KeyState::Fetching { since_ms, lease_until_ms, previous } => json!({
-                "state": "fetching", "since": since_ms, "lease_until": lease_until_ms,
+            KeyState::Fetching { lease_until_ms, previous } => json!({
+                "state": "fetching", "lease_until": lease_until_ms,
                 "previous": previous.as_ref().map(encode_keys),
             }),
             KeyState::Loaded(cached) => json!({"state": "loaded", "keys": encode_keys(cached)}),
             KeyState::Unavailable { retry_at_ms } => json!({"state": "unavailable", "retry_at": retry_at_ms}),
         };
         json!({
-            "v": 1,
+            "v": RECORD_VERSION,
             "state": state,
             "generations": self.generations,
             "failures": self.consecutive_failures,
@@ -233,18 +237,17 @@ impl KeyRecord {
         .into_bytes()
     }
 
-    /// Reads a stored record. `None` for anything that is not one (then the caller starts
-    /// from an empty record rather than trusting half of it).
+    /// Reads a stored record, of this version or the one before. `None` for anything that is
+    /// not one (then the caller starts from an empty record rather than trusting half of it).
     pub fn decode(bytes: &[u8]) -> Option<KeyRecord> {
         let v: Value = serde_json::from_slice(bytes).ok()?;
-        if v.get("v")?.as_u64()? != 1 {
+        if !(1..=RECORD_VERSION).contains(&v.get("v")?.as_u64()?) {
             return None;
         }
         let s = v.get("state")?;
         let state = match s.get("state")?.as_str()? {
             "empty" => KeyState::Empty,
             "fetching" => KeyState::Fetching {
-                since_ms: s.get("since")?.as_u64()?,
                 lease_until_ms: s.get("lease_until")?.as_u64()?,
                 previous: match s.get("previous")? {
                     Value::Null => None,
@@ -266,8 +269,7 @@ impl KeyRecord {
 
 fn encode_keys(cached: &CachedKeys) -> Value {
     json!({
-        "generation": cached.generation, "jwks": cached.jwks,
-        "fetched_at": cached.fetched_at_ms, "refresh_at": cached.refresh_at_ms,
+        "generation": cached.generation, "jwks": cached.jwks, "refresh_at": cached.refresh_at_ms,
     })
 }
 
@@ -275,7 +277,6 @@ fn decode_keys(v: &Value) -> Option<CachedKeys> {
     Some(CachedKeys {
         generation: v.get("generation")?.as_u64()?,
         jwks: v.get("jwks")?.as_str()?.to_string(),
-        fetched_at_ms: v.get("fetched_at")?.as_u64()?,
         refresh_at_ms: v.get("refresh_at")?.as_u64()?,
     })
 }
@@ -413,5 +414,38 @@ mod tests {
         for bad in [&b""[..], b"{}", b"{\"v\":2}", b"not json", b"{\"v\":1,\"state\":{\"state\":\"odd\"}}"] {
             assert_eq!(KeyRecord::decode(bad), None);
         }
+        let current = br#"{"v":2,"state":{"state":"empty"},"generations":0,"failures":0}"#;
+        assert_eq!(KeyRecord::decode(current), Some(KeyRecord::default()));
+        let later = br#"{"v":3,"state":{"state":"empty"},"generations":0,"failures":0}"#;
+        assert_eq!(KeyRecord::decode(later), None, "a later version is not read");
+    }
+
+    #[test]
+    fn records_of_the_previous_version_still_decode() {
+        // As version 1 wrote them: a fetch's start and the keys' fetch time, now not kept.
+        let fetching = br#"{"v":1,"state":{"state":"fetching","since":9000,"lease_until":15000,
+            "previous":{"generation":1,"jwks":"{}","fetched_at":5,"refresh_at":270005}},
+            "generations":1,"failures":0,"last_unknown_kid_refetch":9000}"#;
+        let previous = CachedKeys { generation: 1, jwks: "{}".into(), refresh_at_ms: 270_005 };
+        let expected = KeyRecord {
+            state: KeyState::Fetching { lease_until_ms: 15_000, previous: Some(previous.clone()) },
+            generations: 1,
+            consecutive_failures: 0,
+            last_unknown_kid_refetch_ms: Some(9_000),
+        };
+        assert_eq!(KeyRecord::decode(fetching), Some(expected));
+        let loaded = br#"{"v":1,"state":{"state":"loaded","keys":{"generation":1,"jwks":"{}","fetched_at":5,
+            "refresh_at":270005}},"generations":1,"failures":2,"last_unknown_kid_refetch":null}"#;
+        let record = KeyRecord::decode(loaded);
+        assert_eq!(record.as_ref().map(|r| &r.state), Some(&KeyState::Loaded(previous)));
+        assert_eq!(record.map(|r| r.consecutive_failures), Some(2));
+        let written = String::from_utf8(expected_encoding()).unwrap_or_default();
+        assert!(written.contains("\"v\":2") && !written.contains("since") && !written.contains("fetched_at"), "{written}");
+    }
+
+    fn expected_encoding() -> Vec<u8> {
+        let mut r = loaded_at(5);
+        r.begin_fetch(9_000, &POLICY);
+        r.encode()
     }
 }

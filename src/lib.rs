@@ -4,7 +4,8 @@
 //!
 //! The modules follow a request: [`config`] (parsed once), [`extract`] (tokens in, owned
 //! headers out), [`verify`] (one token against one rule), [`jwks`] and [`keycache`] (keys and
-//! their lifecycle), [`claims`] (claims into header values), [`authn`] (the verdict). They are
+//! their lifecycle), [`claims`] (claims into header values), [`authn`] (the verdict); the
+//! vocabulary they share ([`model`]: algorithms, rejections, grants) is a leaf. They are
 //! pure and tested natively. [`plugin`] puts them together for one filter configuration,
 //! generic over the [`host`] seam; only `filter` (wasm32) knows the proxy-wasm SDK.
 
@@ -19,6 +20,7 @@ pub mod hostsig;
 pub mod json;
 pub mod jwks;
 pub mod keycache;
+pub mod model;
 pub mod plugin;
 pub mod tokencache;
 pub mod verify;

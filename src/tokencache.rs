@@ -25,7 +25,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use crate::authn::Grant;
+use crate::model::Grant;
 use crate::bytes::same_bytes;
 use crate::verify::Validity;
 
@@ -108,10 +108,12 @@ impl TokenCache {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

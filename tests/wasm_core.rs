@@ -17,10 +17,11 @@
 
 use jwt_claims_filter::authn::{authenticate, Context, KeysFor, RequestTime, Verdict};
 use jwt_claims_filter::config::{FilterConfig, KeySource};
-use jwt_claims_filter::extract::find_tokens;
+use jwt_claims_filter::extract::{add_query_tokens, scan_headers};
 use jwt_claims_filter::jwks::{JwksError, KeyMiss, KeySet};
 use jwt_claims_filter::tokencache::TokenCache;
-use jwt_claims_filter::verify::{check_time, decode, verify, Algorithm, BuiltinOnly, Rejection};
+use jwt_claims_filter::model::{Algorithm, Rejection};
+use jwt_claims_filter::verify::{check_time, decode, verify, BuiltinOnly};
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
 #[cfg(target_arch = "wasm32")]
@@ -70,8 +71,11 @@ fn decide(config: &FilterConfig, raw: &str, now: u64) -> Verdict {
     let exact = || now;
     let clock = RequestTime::new(now, &exact);
     let ctx = Context { config, keys: &keys, cache: &cache, host: &BuiltinOnly, clock };
-    let headers = vec![("authorization".to_string(), format!("Bearer {raw}"))];
-    authenticate(&ctx, &find_tokens(&config.locations, &headers, "/"), b"/").verdict
+    let authorization = format!("Bearer {raw}");
+    let headers = [(&b"authorization"[..], authorization.as_bytes()), (b":path", b"/")];
+    let mut scan = scan_headers(config, headers.into_iter());
+    add_query_tokens(&config.locations, scan.path, &mut scan.tokens);
+    authenticate(&ctx, &scan.tokens, scan.path).verdict
 }
 
 fn claims(extra: Value) -> JWTClaims<Map<String, Value>> {

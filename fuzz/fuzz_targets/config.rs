@@ -2,14 +2,16 @@
 //!
 //! Invariants: no panic; a parsed configuration is internally consistent (rules point at
 //! existing locations, claim headers belong to the `x-jwt-claim` family, the token size cap
-//! is in range); the filter's one walk over a request's headers finds the tokens
-//! `find_tokens` finds; deciding a fixed request under it upholds the verdict invariants.
+//! is in range); the request path's walk over a serialized request finds its `:path` and the
+//! tokens an iterator over the same pairs yields (the wire form loses nothing); deciding that
+//! request under the configuration upholds the verdict invariants.
 #![no_main]
 
 use jwt_claims_filter::claims::is_claim_header_family;
-use jwt_claims_filter::config::{is_header_name, FilterConfig};
-use jwt_claims_filter::extract::{add_query_tokens, find_tokens, scan_headers};
-use jwt_claims_filter_fuzz::{authenticate_twice, mint, FUZZ_ISSUER, ISTIO_ISSUER, NOW};
+use jwt_claims_filter::bytes::is_header_name;
+use jwt_claims_filter::config::FilterConfig;
+use jwt_claims_filter::extract::{add_query_tokens, scan_headers};
+use jwt_claims_filter_fuzz::{authenticate_twice, mint, serialize_headers, walk_headers, FUZZ_ISSUER, ISTIO_ISSUER, NOW};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 use std::sync::OnceLock;
@@ -48,11 +50,15 @@ fuzz_target!(|data: &[u8]| {
         assert!(is_header_name(name));
     }
     let path = "/p?access_token=x&token=y";
-    let found = find_tokens(&config.locations, request(), path);
-    let with_path = request().iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).chain([(&b":path"[..], path.as_bytes())]);
-    let mut scan = scan_headers(&config, with_path);
-    assert_eq!(scan.path, path.as_bytes());
+    let pairs: Vec<(&[u8], &[u8])> =
+        request().iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).chain([(&b":path"[..], path.as_bytes())]).collect();
+    let buffer = serialize_headers(&pairs);
+    let Some((found, walked_path)) = walk_headers(&config, &buffer) else {
+        panic!("a serialized header map the walk does not read")
+    };
+    assert_eq!(walked_path, path.as_bytes());
+    let mut scan = scan_headers(&config, pairs.iter().copied());
     add_query_tokens(&config.locations, scan.path, &mut scan.tokens);
-    assert_eq!(*scan.tokens, *found, "the filter's walk and find_tokens disagree");
+    assert_eq!(*scan.tokens, *found, "the walk over the wire form and over the pairs disagree");
     authenticate_twice(&config, &found, path);
 });

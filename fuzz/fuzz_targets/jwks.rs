@@ -10,7 +10,8 @@
 use std::sync::OnceLock;
 
 use jwt_claims_filter::jwks::KeySet;
-use jwt_claims_filter::verify::{decode, verify, Algorithm, BuiltinOnly, DecodedToken};
+use jwt_claims_filter::model::Algorithm;
+use jwt_claims_filter::verify::{decode, verify, BuiltinOnly, DecodedToken};
 use jwt_claims_filter_fuzz::{algorithms, fixture, mint, ALGORITHMS, ISTIO_ISSUER, MAX_TOKEN_BYTES, NOW};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;

@@ -9,11 +9,14 @@ use std::sync::OnceLock;
 
 use jwt_claims_filter::authn::{authenticate, Context, Decision, KeysFor, RequestTime, Verdict};
 use jwt_claims_filter::claims::is_header_value;
-use jwt_claims_filter::config::{is_header_name, FilterConfig, KeySource};
-use jwt_claims_filter::extract::FoundToken;
+use jwt_claims_filter::bytes::is_header_name;
+use jwt_claims_filter::config::{FilterConfig, KeySource};
+use jwt_claims_filter::extract::{add_query_tokens, scan_headers, FoundToken, FoundTokens};
+use jwt_claims_filter::headermap::Pairs;
 use jwt_claims_filter::jwks::KeySet;
 use jwt_claims_filter::tokencache::TokenCache;
-use jwt_claims_filter::verify::{Algorithm, BuiltinOnly};
+use jwt_claims_filter::model::Algorithm;
+use jwt_claims_filter::verify::BuiltinOnly;
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -217,4 +220,37 @@ pub fn mint(alg: &str, claims: Value, kid: bool) -> String {
         }
         other => panic!("no fixture key for {other}"),
     }
+}
+
+/// A header map in the proxy-wasm wire form the host hands the filter: the pair count
+/// (u32 LE), each pair's name and value lengths (u32 LE each), then each name and value
+/// followed by a NUL.
+pub fn serialize_headers(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let length = |len: usize| u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
+    let mut buffer = length(pairs.len()).to_vec();
+    for (name, value) in pairs {
+        buffer.extend(length(name.len()));
+        buffer.extend(length(value.len()));
+    }
+    for (name, value) in pairs {
+        for bytes in [name, value] {
+            buffer.extend_from_slice(bytes);
+            buffer.push(0);
+        }
+    }
+    buffer
+}
+
+/// The tokens and `:path` the request path finds in a serialized header map, the way the
+/// plugin walks it (src/plugin/request.rs): one walk, acted on only if it read every pair.
+/// `None` for a buffer that does not parse.
+pub fn walk_headers<'a>(config: &FilterConfig, buffer: &'a [u8]) -> Option<(FoundTokens<'a>, &'a [u8])> {
+    let headers = Pairs::unchecked(buffer)?;
+    let mut walk = headers.clone();
+    let mut scan = scan_headers(config, &mut walk);
+    if !walk.is_complete() {
+        return None;
+    }
+    add_query_tokens(&config.locations, scan.path, &mut scan.tokens);
+    Some((scan.tokens, scan.path))
 }

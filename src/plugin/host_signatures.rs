@@ -5,7 +5,8 @@ use std::cell::Cell;
 use crate::host::{Host, Status};
 
 use crate::hostsig;
-use crate::verify::{Algorithm, HostVerifier};
+use crate::model::Algorithm;
+use crate::verify::HostVerifier;
 
 /// Envoy's `verify_signature` foreign function: BoringSSL, natively, for RS*/ES* tokens.
 /// Trusted only after it passed `hostsig::host_answers_correctly` in this VM, and for ES512

@@ -4,7 +4,7 @@ use std::cell::Cell;
 
 use crate::host::Host;
 
-use crate::verify::Rejection;
+use crate::model::Rejection;
 
 /// How many allowed requests a VM counts before it reports them without waiting for its tick.
 const ALLOWED_REPORT_EVERY: u32 = 100;

@@ -25,7 +25,7 @@ use crate::extract::FoundToken;
 use crate::host::Host;
 use crate::keycache::Availability;
 use crate::tokencache::TokenCache;
-use crate::verify::Rejection;
+use crate::model::Rejection;
 
 use fetch::{Fetch, FetchReason};
 use host_signatures::EnvoySignatures;

@@ -3,11 +3,12 @@
 
 use std::borrow::Cow;
 
-use crate::authn::{authenticate_looked_up, cached_alone, challenge, realm, Grant, Verdict};
+use crate::authn::{authenticate_looked_up, cached_alone, challenge, realm, Verdict};
+use crate::model::Grant;
 use crate::extract::{add_query_tokens, scan_headers, FoundToken, FoundTokens, HeaderScan};
 use crate::headermap::{text, Pairs};
 use crate::host::Host;
-use crate::verify::Rejection;
+use crate::model::Rejection;
 
 use super::{Flow, Plugin, WaitingRequest};
 
