@@ -124,24 +124,39 @@ def lds_resources(cfg: dict) -> dict:
     return {"resources": listeners}
 
 
+class ListenerFromFile:
+    """A rewrite that serves the gateway listener from an LDS file (`rewrite=lds.to_lds`), and
+    replaces it the way Envoy's documentation prescribes: written beside it, moved into place."""
+
+    def __init__(self, workdir):
+        self.path = workdir / f"lds-{time.monotonic_ns()}.yaml"
+        self.rendered: dict = {}
+
+    def to_lds(self, cfg: dict) -> None:
+        self.rendered.update(copy.deepcopy(cfg))
+        self.path.write_text(yaml.safe_dump(lds_resources(cfg), sort_keys=False))
+        cfg["static_resources"]["listeners"] = []
+        cfg["node"] = {"id": "gateway", "cluster": "gateway"}  # dynamic resources need both
+        cfg["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(self.path)},
+                                                   "resource_api_version": "V3"}}
+
+    def replace_filter_config(self, filter_config: dict) -> None:
+        updated = copy.deepcopy(self.rendered)
+        wasm = next(f for f in wasm_filters(updated) if f["name"] == "envoy.filters.http.wasm")
+        wasm["typed_config"]["config"]["configuration"]["value"] = json.dumps(filter_config)
+        staged = self.path.with_suffix(".next")
+        staged.write_text(yaml.safe_dump(lds_resources(updated), sort_keys=False))
+        os.rename(staged, self.path)  # Envoy watches for the file being moved into place
+
+
 def test_a_replaced_configuration_is_freed_and_new_requests_meet_the_new_one(launch, seed_jwks, groups_token,
                                                                            workdir):
     """The listener comes from a file (LDS); rewriting the file replaces the filter's
     configuration. Envoy starts a new root context in the same VMs, drains the old listener
     (1 s), then deletes the old root: the filter frees its state on a later tick."""
-    lds_path = workdir / f"lds-{time.monotonic_ns()}.yaml"
-    rendered: dict = {}
-
-    def to_lds(cfg: dict) -> None:
-        rendered.update(copy.deepcopy(cfg))
-        lds_path.write_text(yaml.safe_dump(lds_resources(cfg), sort_keys=False))
-        cfg["static_resources"]["listeners"] = []
-        cfg["node"] = {"id": "gateway", "cluster": "gateway"}  # dynamic resources need both
-        cfg["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(lds_path)},
-                                                   "resource_api_version": "V3"}}
-
+    lds = ListenerFromFile(workdir)
     env = launch(seed_config(seed_jwks.jwks_uri), jwks_port=seed_jwks.port, concurrency=1,
-                 rewrite=to_lds, extra_args=["--drain-time-s", "1"])
+                 rewrite=lds.to_lds, extra_args=["--drain-time-s", "1"])
 
     def fresh_get(path: str, **headers) -> requests.Response:
         return requests.get(env.base_url + path, timeout=15,
@@ -150,14 +165,8 @@ def test_a_replaced_configuration_is_freed_and_new_requests_meet_the_new_one(lau
     before = echoed_headers(fresh_get("/headers", Authorization=f"Bearer {groups_token}"))
     assert before["x-jwt-claim.groups"] == "group1,group2" and "x-jwt-sub" not in before, before
 
-    updated = copy.deepcopy(rendered)
-    http_filters = wasm_filters(updated)
-    wasm = next(f for f in http_filters if f["name"] == "envoy.filters.http.wasm")
-    wasm["typed_config"]["config"]["configuration"]["value"] = json.dumps(
+    lds.replace_filter_config(
         seed_config(seed_jwks.jwks_uri, rule={"outputClaimToHeaders": [{"header": "x-jwt-sub", "claim": "sub"}]}))
-    staged = lds_path.with_suffix(".next")
-    staged.write_text(yaml.safe_dump(lds_resources(updated), sort_keys=False))
-    os.rename(staged, lds_path)  # Envoy watches for the file being moved into place
 
     deadline = time.monotonic() + 20
     after: dict = {}
@@ -192,22 +201,13 @@ def test_a_configuration_replaced_during_its_first_fetch_lets_the_new_one_fetch_
     on its next tick rather than waiting out the lease (`timeout` + 1 s, here 9 s)."""
     from support.jwks_server import JwksServer
 
-    lds_path = workdir / f"lds-{time.monotonic_ns()}.yaml"
-    rendered: dict = {}
-
-    def to_lds(cfg: dict) -> None:
-        rendered.update(copy.deepcopy(cfg))
-        lds_path.write_text(yaml.safe_dump(lds_resources(cfg), sort_keys=False))
-        cfg["static_resources"]["listeners"] = []
-        cfg["node"] = {"id": "gateway", "cluster": "gateway"}
-        cfg["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(lds_path)},
-                                                   "resource_api_version": "V3"}}
+    lds = ListenerFromFile(workdir)
 
     with JwksServer(keyset="istio") as jwks, ThreadPoolExecutor(max_workers=2) as pool:
         jwks.hold(max_wait=30)
         rule = {"timeout": "8s"}
         env = launch(seed_config(jwks.jwks_uri, rule=rule), jwks_port=jwks.port, concurrency=1,
-                     rewrite=to_lds, extra_args=["--drain-time-s", "1", "--file-flush-interval-msec", "50"])
+                     rewrite=lds.to_lds, extra_args=["--drain-time-s", "1", "--file-flush-interval-msec", "50"])
 
         def get(**headers) -> requests.Response:
             return requests.get(env.base_url + "/headers", timeout=20,
@@ -220,13 +220,8 @@ def test_a_configuration_replaced_during_its_first_fetch_lets_the_new_one_fetch_
             time.sleep(0.02)
         assert jwks.hits == 1, "the first fetch did not reach the JWKS server"
 
-        updated = copy.deepcopy(rendered)
-        wasm = next(f for f in wasm_filters(updated) if f["name"] == "envoy.filters.http.wasm")
-        wasm["typed_config"]["config"]["configuration"]["value"] = json.dumps(
+        lds.replace_filter_config(
             seed_config(jwks.jwks_uri, rule={**rule, "outputClaimToHeaders": [{"header": "x-jwt-sub", "claim": "sub"}]}))
-        staged = lds_path.with_suffix(".next")
-        staged.write_text(yaml.safe_dump(lds_resources(updated), sort_keys=False))
-        os.rename(staged, lds_path)
 
         deadline = time.monotonic() + 8  # well before the old lease (8 s + 1 s) runs out
         while len(re.findall(r"root context \d+ is gone", env.log)) < 2 and time.monotonic() < deadline:
