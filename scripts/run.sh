@@ -89,7 +89,8 @@ wait_until() { # wait_until NAME PID SECONDS CMD...: until CMD succeeds, or NAME
 }
 envoy_live() { [ "$(curl -fsS "$ADMIN/ready")" = LIVE ] && curl -sS -o /dev/null "$GATEWAY/"; }
 
-start httpbin "$VENV/bin/gunicorn" -b 127.0.0.1:8000 -w 2 --threads 8 -k gthread httpbin:app
+# --keep-alive 300: gunicorn's default (2 s) closes idle connections that Envoy may reuse.
+start httpbin "$VENV/bin/gunicorn" -b 127.0.0.1:8000 -w 2 --threads 8 -k gthread --keep-alive 300 httpbin:app
 wait_until httpbin "${PIDS[-1]}" 30 curl -fsS http://127.0.0.1:8000/status/200
 
 start jwks "$VENV/bin/python" "$ROOT/tests/support/jwks_server.py" \

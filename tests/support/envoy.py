@@ -99,8 +99,10 @@ def start_httpbin(port: int | None = None, workdir: Path | None = None, timeout:
     log = workdir / f"httpbin-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
+            # --keep-alive: gunicorn closes an idle connection after 2 s by default, and an
+            # Envoy that reuses it at that moment answers 503 "connection termination".
             [str(VENV_BIN / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "8",
-             "-k", "gthread", "httpbin:app"],
+             "-k", "gthread", "--keep-alive", "300", "httpbin:app"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     hb = Httpbin(proc, port, log)
     deadline = time.monotonic() + timeout
