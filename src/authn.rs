@@ -8,6 +8,7 @@ use std::rc::Rc;
 use serde_json::Value;
 
 use crate::claims::render;
+use crate::conditions;
 use crate::config::{FilterConfig, TokenLocation};
 use crate::extract::{without_param, FoundToken};
 use crate::headermap::text;
@@ -360,8 +361,8 @@ fn allow(
     Decision { verdict, newly_verified }
 }
 
-/// Headers for verified tokens. Claim headers come from the first token (in location
-/// order); where two tokens would write one header, the first wins.
+/// Headers for verified tokens. Claim headers and conditions come from the first token (in
+/// presented order); where two tokens would write one header, the first wins.
 fn grant(config: &FilterConfig, accepted: &[Accepted<'_>], path: &[u8]) -> Grant {
     let mut grant = Grant::default();
     let set = |grant: &mut Grant, name: &str, value: Option<&Value>| {
@@ -377,6 +378,10 @@ fn grant(config: &FilterConfig, accepted: &[Accepted<'_>], path: &[u8]) -> Grant
     if let Some(first) = accepted.first() {
         for header in &config.claim_headers {
             set(&mut grant, &header.name, header.path.lookup(first.claims));
+        }
+        for condition in &config.conditions {
+            let value = if condition.holds(first.claims) { conditions::TRUE } else { conditions::FALSE };
+            grant.set_headers.push((condition.header.clone(), value.to_string()));
         }
     }
     for token in accepted {
@@ -488,6 +493,31 @@ mod tests {
                 new_path: None,
             }))
         );
+    }
+
+    #[test]
+    fn conditions_are_written_true_or_false_from_the_winning_token() {
+        let conditions = json!({"conditions": [
+            {"header": "x-jwt-cond-0", "claim": ["groups"], "exact": "group1"},
+            {"header": "x-jwt-cond-1", "claim": "groups", "exact": "group1,group2"},
+            {"header": "x-jwt-cond-2", "principal": true, "exact": "testing@secure.istio.io/testing@secure.istio.io"},
+            {"header": "x-jwt-cond-3", "claim": ["foo"], "present": true}
+        ]});
+        let config = config_with(json!({}), conditions);
+        assert_eq!(config.owned_headers, vec!["x-jwt-cond-0", "x-jwt-cond-1", "x-jwt-cond-2", "x-jwt-cond-3"]);
+        let values = |token: &str| {
+            let Verdict::Allow(grant) = run(&config, &[("authorization", &bearer(token))], "/") else { panic!() };
+            let cond = |n: &str| grant.set_headers.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
+            (0..4).map(|i| cond(&format!("x-jwt-cond-{i}")).unwrap_or_default()).collect::<Vec<_>>()
+        };
+        assert_eq!(values(GROUPS_SCOPE_JWT), ["true", "false", "true", "false"]);
+        assert_eq!(values(DEMO_JWT), ["false", "false", "true", "true"]);
+        // Two tokens: the first presented wins, whichever verifies second.
+        let header = format!("Bearer {}", DEMO_JWT.trim());
+        let path = format!("/?access_token={}", GROUPS_SCOPE_JWT.trim());
+        let Verdict::Allow(grant) = run(&config, &[("authorization", &header)], &path) else { panic!() };
+        assert!(grant.set_headers.contains(&("x-jwt-cond-0".to_string(), "false".to_string())));
+        assert!(grant.set_headers.contains(&("x-jwt-cond-3".to_string(), "true".to_string())));
     }
 
     #[test]

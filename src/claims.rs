@@ -48,6 +48,18 @@ impl ClaimPath {
         Self::split(claim, '.').map_err(|m| format!("{claim:?}: {m}"))
     }
 
+    /// A path of literal keys, which may hold any character (`.`, `/`, `@`, `:` too): Istio's
+    /// `@request.auth.claims[test-issuer-1@istio.io/simple]`.
+    pub fn literal(keys: Vec<String>) -> Result<ClaimPath, String> {
+        if keys.is_empty() {
+            return Err("names no claim (an empty list of keys)".to_string());
+        }
+        if keys.iter().any(String::is_empty) {
+            return Err("holds an empty key".to_string());
+        }
+        Ok(ClaimPath(keys))
+    }
+
     fn split(text: &str, separator: char) -> Result<ClaimPath, String> {
         let keys: Vec<String> = text.split(separator).map(str::to_string).collect();
         if keys.iter().any(String::is_empty) {

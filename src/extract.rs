@@ -144,6 +144,7 @@ pub(crate) fn find_tokens<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
     let config = FilterConfig {
         rules: Vec::new(),
         claim_headers: Vec::new(),
+        conditions: Vec::new(),
         require_token: false,
         max_token_bytes: crate::config::DEFAULT_MAX_TOKEN_BYTES,
         token_cache_size: 0,

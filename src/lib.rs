@@ -12,6 +12,7 @@
 pub mod authn;
 pub mod bytes;
 pub mod claims;
+pub mod conditions;
 pub mod config;
 pub mod extract;
 pub mod headermap;

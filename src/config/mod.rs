@@ -10,14 +10,17 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::claims::ClaimPath;
+use crate::claims::{is_claim_header_family, ClaimPath};
+use crate::conditions::Condition;
 use crate::jwks::KeySet;
 
+mod conditions;
 mod fields;
 mod locations;
 mod rule;
 mod values;
 
+use conditions::{claim_path, parse_conditions, written_header};
 use fields::{as_array, as_object, as_str, error, opt_bool, reject_unknown};
 pub use locations::{ScannedNames, TokenLocation};
 use rule::parse_rule;
@@ -29,6 +32,8 @@ pub struct FilterConfig {
     pub rules: Vec<JwtRule>,
     /// Headers filled from the verified claims; the name spells the claim path.
     pub claim_headers: Vec<ClaimHeader>,
+    /// Claim conditions, each written as `true` or `false` on every request that goes on.
+    pub conditions: Vec<Condition>,
     /// With no token at all: `false` lets the request pass (Istio), `true` answers 401.
     pub require_token: bool,
     /// Tokens longer than this are refused before any decoding.
@@ -37,7 +42,8 @@ pub struct FilterConfig {
     pub token_cache_size: usize,
     /// Every distinct place a token may come from, over all rules, in rule order.
     pub locations: Vec<TokenLocation>,
-    /// Lowercased names of the headers this filter writes (besides the `x-jwt-claim` family):
+    /// Lowercased names of the headers this filter writes (besides the `x-jwt-claim` family:
+    /// the rules' output headers and the conditions'):
     /// they are stripped from every incoming request so a client cannot forge them.
     pub owned_headers: Vec<String>,
     /// Which request headers the request path's walk looks at (from the two above).
@@ -130,7 +136,8 @@ pub const DEFAULT_PREFIX: &str = "Bearer ";
 /// Istio's and Envoy's default query parameter.
 pub const DEFAULT_PARAM: &str = "access_token";
 
-const TOP_FIELDS: &[&str] = &["jwtRules", "claimHeaders", "requireToken", "maxTokenBytes", "tokenCacheSize"];
+const TOP_FIELDS: &[&str] =
+    &["jwtRules", "claimHeaders", "conditions", "requireToken", "maxTokenBytes", "tokenCacheSize"];
 
 impl FilterConfig {
     /// Parses and validates the plugin configuration bytes.
@@ -142,6 +149,7 @@ impl FilterConfig {
         let mut locations: Vec<TokenLocation> = Vec::new();
         let rules = parse_rules(top, &mut locations)?;
         let claim_headers = parse_claim_headers(top)?;
+        let conditions = parse_conditions(top)?;
         let require_token = opt_bool(top, "requireToken", "requireToken")?.unwrap_or(false);
         let max_token_bytes = match top.get("maxTokenBytes") {
             None => DEFAULT_MAX_TOKEN_BYTES,
@@ -157,12 +165,13 @@ impl FilterConfig {
                 _ => return Err(error("tokenCacheSize", "must be an integer from 0 to 1000000")),
             },
         };
-        let owned_headers = owned_headers(&rules, &locations)?;
+        let owned_headers = owned_headers(&rules, &conditions, &locations)?;
 
         let scanned_names = ScannedNames::new(&locations, &owned_headers);
         Ok(FilterConfig {
             rules,
             claim_headers,
+            conditions,
             require_token,
             max_token_bytes,
             token_cache_size,
@@ -199,16 +208,26 @@ fn parse_rules(top: &Map<String, Value>, locations: &mut Vec<TokenLocation>) -> 
     Ok(rules)
 }
 
-/// `claimHeaders`: each name spells the claim path it is filled from.
+/// `claimHeaders`: a name that spells the claim path it is filled from, or
+/// `{"header": name, "claim": path}` for a path the name cannot spell (keys holding `.`).
 fn parse_claim_headers(top: &Map<String, Value>) -> Result<Vec<ClaimHeader>, ConfigError> {
     match top.get("claimHeaders") {
         None => Ok(Vec::new()),
         Some(v) => as_array(v, "claimHeaders")?
             .iter()
             .enumerate()
-            .map(|(i, name)| {
+            .map(|(i, entry)| {
                 let field = format!("claimHeaders[{i}]");
-                let name = as_str(name, &field)?;
+                if let Value::Object(obj) = entry {
+                    reject_unknown(obj, &["header", "claim"], &field)?;
+                    let name = written_header(obj, &field)?;
+                    if !is_claim_header_family(name.as_bytes()) {
+                        return Err(error(&format!("{field}.header"), format!("{name:?} does not start with x-jwt-claim")));
+                    }
+                    let claim = obj.get("claim").ok_or_else(|| error(&format!("{field}.claim"), "is required"))?;
+                    return Ok(ClaimHeader { name, path: claim_path(claim, &format!("{field}.claim"))? });
+                }
+                let name = as_str(entry, &field)?;
                 let path = ClaimPath::from_claim_header(name).map_err(|m| error(&field, m))?;
                 Ok(ClaimHeader { name: name.to_ascii_lowercase(), path })
             })
@@ -216,8 +235,13 @@ fn parse_claim_headers(top: &Map<String, Value>) -> Result<Vec<ClaimHeader>, Con
     }
 }
 
-/// The headers the rules write, each once; none may also be a token location.
-fn owned_headers(rules: &[JwtRule], locations: &[TokenLocation]) -> Result<Vec<String>, ConfigError> {
+/// The headers the rules and conditions write, each once; none may also be a token location,
+/// and no condition header may be a rule's.
+fn owned_headers(
+    rules: &[JwtRule],
+    conditions: &[Condition],
+    locations: &[TokenLocation],
+) -> Result<Vec<String>, ConfigError> {
     let mut owned_headers: Vec<String> = Vec::new();
     for rule in rules {
         let named =
@@ -228,11 +252,24 @@ fn owned_headers(rules: &[JwtRule], locations: &[TokenLocation]) -> Result<Vec<S
             }
         }
     }
-    for (name, field) in owned_headers.iter().map(|n| (n, "outputClaimToHeaders/outputPayloadToHeader")) {
+    for (i, condition) in conditions.iter().enumerate() {
+        if owned_headers.contains(&condition.header) {
+            let why = format!("{:?} is also written by outputClaimToHeaders/outputPayloadToHeader", condition.header);
+            return Err(error(&format!("conditions[{i}].header"), why));
+        }
+    }
+    let rules_headers = owned_headers.len();
+    owned_headers.extend(conditions.iter().map(|c| c.header.clone()));
+    for (n, name) in owned_headers.iter().enumerate() {
+        let field = if n < rules_headers {
+            "outputClaimToHeaders/outputPayloadToHeader".to_string()
+        } else {
+            format!("conditions[{}].header", n - rules_headers)
+        };
         let is_token_header =
             locations.iter().any(|l| matches!(l, TokenLocation::Header { name: h, .. } if h == name));
         if is_token_header {
-            return Err(error(field, format!("{name:?} is also a token location")));
+            return Err(error(&field, format!("{name:?} is also a token location")));
         }
     }
     Ok(owned_headers)

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::conditions::{claim_path, written_header};
 use super::fields::{as_array, as_object, as_str, error, opt_bool, opt_duration, opt_str, opt_string_list, reject_unknown};
 use super::locations::{rule_locations, TokenLocation};
 use super::values::HttpUri;
@@ -13,7 +14,6 @@ use super::{
     DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_TIMEOUT,
 };
 use crate::bytes::is_header_name;
-use crate::claims::ClaimPath;
 use crate::jwks::KeySet;
 
 const RULE_FIELDS: &[&str] = &[
@@ -147,19 +147,10 @@ fn output_claim_to_headers(obj: &Map<String, Value>, at: &str) -> Result<Vec<Cla
             let at = format!("{at}.outputClaimToHeaders[{i}]");
             let entry = as_object(entry, &at)?;
             reject_unknown(entry, &["header", "claim"], &at)?;
-            let header = match entry.get("header") {
-                Some(h) => as_str(h, &format!("{at}.header"))?,
-                None => return Err(error(&format!("{at}.header"), "is required")),
-            };
-            if !is_header_name(header) {
-                return Err(error(&format!("{at}.header"), format!("{header:?} is not a valid header name")));
-            }
-            let claim = match entry.get("claim") {
-                Some(c) => as_str(c, &format!("{at}.claim"))?,
-                None => return Err(error(&format!("{at}.claim"), "is required")),
-            };
-            let claim = ClaimPath::dotted(claim).map_err(|m| error(&format!("{at}.claim"), m))?;
-            output_claim_to_headers.push(ClaimToHeader { header: header.to_ascii_lowercase(), claim });
+            let header = written_header(entry, &at)?;
+            let claim = entry.get("claim").ok_or_else(|| error(&format!("{at}.claim"), "is required"))?;
+            let claim = claim_path(claim, &format!("{at}.claim"))?;
+            output_claim_to_headers.push(ClaimToHeader { header, claim });
         }
     }
     Ok(output_claim_to_headers)

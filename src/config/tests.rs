@@ -196,3 +196,69 @@ fn uris() {
         assert!(HttpUri::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn conditions_and_literal_claim_paths() {
+    let json = format!(
+        r#"{{"jwtRules": [{{"issuer": "i", "jwks": {jwks:?},
+              "outputClaimToHeaders": [{{"header": "x-simple", "claim": ["test-issuer-1@istio.io/simple", "a.b"]}}]}}],
+            "claimHeaders": ["x-jwt-claim.groups", {{"header": "X-JWT-Claim-Simple", "claim": ["k.1"]}}],
+            "conditions": [{{"header": "X-Jwt-Cond-0", "claim": ["a.b", "c"], "regex": "g[0-9]+"}},
+                           {{"header": "x-jwt-cond-1", "principal": true, "present": true}}]}}"#,
+        jwks = JWKS
+    );
+    let config = parse(&json).unwrap();
+    assert_eq!(config.rules[0].output_claim_to_headers[0].claim.keys(), ["test-issuer-1@istio.io/simple", "a.b"]);
+    assert_eq!(config.claim_headers[1].name, "x-jwt-claim-simple");
+    assert_eq!(config.claim_headers[1].path.keys(), ["k.1"]);
+    assert_eq!(config.conditions[0].header, "x-jwt-cond-0");
+    assert_eq!(config.owned_headers, vec!["x-simple", "x-jwt-cond-0", "x-jwt-cond-1"]);
+}
+
+#[test]
+fn condition_errors_name_the_field() {
+    let with = |conditions: &str| {
+        let json = format!(r#"{{"jwtRules": [{URI_RULE}], "conditions": {conditions}}}"#);
+        let e = parse(&json).unwrap_err();
+        (e.field, e.message)
+    };
+    let cases: &[(&str, &str, &str)] = &[
+        (r#"{}"#, "conditions", "expected a list"),
+        (r#"[{"claim": "g", "exact": "x"}]"#, "conditions[0].header", "is required"),
+        (r#"[{"header": "x c", "claim": "g", "exact": "x"}]"#, "conditions[0].header", "not a valid header name"),
+        (r#"[{"header": "x-c", "exact": "x"}]"#, "conditions[0]", "needs a subject"),
+        (r#"[{"header": "x-c", "claim": "g", "principal": true, "exact": "x"}]"#, "conditions[0]", "both"),
+        (r#"[{"header": "x-c", "principal": false, "exact": "x"}]"#, "conditions[0].principal", "must be true"),
+        (r#"[{"header": "x-c", "claim": "g"}]"#, "conditions[0]", "exactly one of"),
+        (r#"[{"header": "x-c", "claim": "g", "exact": "x", "prefix": "y"}]"#, "conditions[0]", "found 2"),
+        (r#"[{"header": "x-c", "claim": "g", "regex": "("}]"#, "conditions[0].regex", ""),
+        (r#"[{"header": "x-c", "claim": "g", "regex": "a)|(b"}]"#, "conditions[0].regex", ""),
+        (r#"[{"header": "x-c", "claim": "g", "present": false}]"#, "conditions[0].present", "must be true"),
+        (r#"[{"header": "x-c", "claim": [], "exact": "x"}]"#, "conditions[0].claim", "empty list"),
+        (r#"[{"header": "x-c", "claim": ["a", 1], "exact": "x"}]"#, "conditions[0].claim[1]", "expected a string"),
+        (r#"[{"header": "x-c", "claim": "a..b", "exact": "x"}]"#, "conditions[0].claim", "empty claim name"),
+        (r#"[{"header": "x-c", "claim": "g", "exact": 1}]"#, "conditions[0].exact", "expected a string"),
+        (r#"[{"header": "x-c", "claim": "g", "exact": "x", "extra": 1}]"#, "conditions[0].extra", "unknown field"),
+        (r#"[{"header": "x-jwt-claim-g", "claim": "g", "exact": "x"}]"#, "conditions[0].header", "x-jwt-claim family"),
+        (r#"[{"header": "x-c", "claim": "g", "exact": "x"}, {"header": "X-C", "claim": "h", "exact": "y"}]"#,
+         "conditions[1].header", "already"),
+        (r#"[{"header": "authorization", "claim": "g", "exact": "x"}]"#, "conditions[0].header", "token location"),
+    ];
+    for (conditions, field, message) in cases {
+        let (got_field, got_message) = with(conditions);
+        assert_eq!(&got_field, field, "{conditions}: {got_message}");
+        assert!(got_message.contains(message), "{conditions}: {got_message}");
+    }
+    let json = format!(
+        r#"{{"jwtRules": [{{"issuer": "i", "jwks": {JWKS:?}, "outputClaimToHeaders": [{{"header": "x-c", "claim": "g"}}]}}],
+            "conditions": [{{"header": "x-c", "claim": "g", "exact": "x"}}]}}"#
+    );
+    assert_eq!(parse(&json).unwrap_err().field, "conditions[0].header");
+    let claim_header = |entry: &str| {
+        let json = format!(r#"{{"jwtRules": [{URI_RULE}], "claimHeaders": [{entry}]}}"#);
+        parse(&json).unwrap_err().field
+    };
+    assert_eq!(claim_header(r#"{"header": "x-other", "claim": "g"}"#), "claimHeaders[0].header");
+    assert_eq!(claim_header(r#"{"header": "x-jwt-claim-g"}"#), "claimHeaders[0].claim");
+    assert_eq!(claim_header(r#"{"header": "x-jwt-claim-g", "claim": "g", "x": 1}"#), "claimHeaders[0].x");
+}

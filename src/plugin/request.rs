@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use crate::conditions;
 use crate::authn::{authenticate_looked_up, cached_alone, challenge, realm, Verdict};
 use crate::model::Grant;
 use crate::extract::{add_query_tokens, scan_headers, FoundToken, FoundTokens, HeaderScan};
@@ -18,7 +19,7 @@ impl<H: Host> Plugin<H> {
     /// request allowed at once goes straight to [`Plugin::allow`]).
     pub(super) fn apply(&self, verdict: Verdict, realm: &str) -> Flow {
         match verdict {
-            Verdict::PassWithoutToken => Flow::Continue,
+            Verdict::PassWithoutToken => self.pass_without_token(),
             Verdict::Allow(grant) => self.allow(&grant),
             Verdict::Deny(rejection) => {
                 self.deny(rejection, realm);
@@ -46,6 +47,14 @@ impl<H: Host> Plugin<H> {
             self.host.replace_request_header(":path", path);
         }
         self.metrics.allowed();
+        Flow::Continue
+    }
+
+    /// A request with no token goes on with no claims: every condition is false.
+    fn pass_without_token(&self) -> Flow {
+        for condition in &self.config.conditions {
+            self.host.add_request_header(&condition.header, conditions::FALSE);
+        }
         Flow::Continue
     }
 
@@ -91,7 +100,7 @@ impl<H: Host> Plugin<H> {
         }
         add_query_tokens(&self.config.locations, path, &mut found);
         if found.is_empty() && !self.config.require_token {
-            return Flow::Continue;
+            return self.pass_without_token();
         }
         let recent_ms = self.clock.recent();
         // The common request: one token, cached with the grant it earns where it was presented
@@ -112,7 +121,7 @@ impl<H: Host> Plugin<H> {
         };
         match decision.verdict {
             Verdict::Allow(grant) => self.allow(&grant),
-            Verdict::PassWithoutToken => Flow::Continue,
+            Verdict::PassWithoutToken => self.pass_without_token(),
             verdict => self.wait_or_deny(context_id, verdict, found, path, headers),
         }
     }
