@@ -329,6 +329,8 @@ def test_stale_keys_serve_while_fetches_fail(gateway, jwks_servers):
     env = gateway(config(srv.port, jwksCacheDuration="2s", timeout="1s"), srv.port)
     r, _ = fetch(env, "/headers", token())
     assert r.status_code == 200, r.text
+    # Counters are reported at ticks: the first request must be counted before the baseline.
+    assert wait_until(lambda: counters(env)["requests_allowed"] >= 1, timeout=2)
     before, n0 = counters(env), len(srv.hit_log)
 
     answers = []
