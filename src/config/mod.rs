@@ -24,7 +24,7 @@ use conditions::{claim_path, parse_conditions, written_header};
 use fields::{as_array, as_object, as_str, error, opt_bool, reject_unknown};
 pub use locations::{ScannedNames, TokenLocation};
 use rule::parse_rule;
-pub use values::HttpUri;
+pub use values::{istio_cluster_name, HttpUri};
 
 /// The validated configuration. Built once in `on_configure`, shared read-only afterwards.
 #[derive(Debug)]

@@ -2,6 +2,12 @@
 
 use std::time::Duration;
 
+/// Istio's name for a service's outbound cluster, `outbound|<port>||<host>`: the one place it
+/// is spelled, for the filter's default `jwksCluster` and the Istio compiler's clusters.
+pub fn istio_cluster_name(port: u16, host: &str) -> String {
+    format!("outbound|{port}||{host}")
+}
+
 /// An `http(s)://authority/path` URI, split the way a dispatched call needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpUri {
@@ -18,7 +24,7 @@ impl HttpUri {
     /// Istio's name for the cluster of this URI's host and port (a ServiceEntry's outbound
     /// cluster): what a fetch goes through when no cluster is named.
     pub fn istio_cluster(&self) -> String {
-        format!("outbound|{}||{}", self.port, self.host)
+        istio_cluster_name(self.port, &self.host)
     }
 
     /// Parses an absolute http or https URI. Userinfo and fragments are refused.
