@@ -1,2 +1,1 @@
-//! TODO
 pub fn emit(resources: &[crate::model::Resource], cli: &crate::Cli) -> crate::model::Result<String> { let _ = (resources, cli); Ok(String::new()) }

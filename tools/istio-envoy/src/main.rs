@@ -12,9 +12,10 @@ mod authz;
 mod conditions;
 mod envoy;
 mod istio;
-mod mesh;
+mod gateway;
 mod model;
 mod plugin;
+mod routes;
 mod upstreams;
 
 use std::path::PathBuf;
