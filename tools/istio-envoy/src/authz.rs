@@ -1,20 +1,516 @@
 //! AuthorizationPolicy at the gateway: DENY before ALLOW, 403 `RBAC: access denied`.
+//!
+//! The reading follows Istio's (`pilot/pkg/security/authz/model`): a policy matches when one
+//! of its rules does; a rule is (one of `from`) AND (one of `to`) AND (all of `when`); the
+//! fields of one source or operation are ANDed, the values of one field ORed, a `not` field
+//! holds when none of its values does. In Envoy's RBAC a policy holds when one of its
+//! `permissions` and one of its `principals` hold, so each `from` source becomes a principal
+//! and each `to` operation a permission, and every `when` condition is ANDed into each of
+//! its side's entries, which keeps the ORs of `from` and `to` apart.
+//!
+//! What Istio reads from `request.auth` (request principals, claims, audiences, presenter)
+//! is evaluated by the filter as a claim condition, and the policy tests the header the
+//! filter writes for it (`true`/`false` on every request it lets through).
 
-use serde_json::Value;
+use std::net::IpAddr;
 
-use crate::conditions::Conditions;
-use crate::model::{Resource, Result};
+use serde_json::{json, Map, Value};
+
+use crate::conditions::{auth_claims_keys, Conditions, Match, Subject};
+use crate::model::{Obj, Resource, Result};
+
+const RBAC_FILTER: &str = "envoy.filters.http.rbac";
+const RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+
+/// Why the peer identity fields are refused: they name the client's mTLS certificate.
+const MTLS: &str = "it matches the peer's mTLS identity, and clients of the gateway present no mesh certificate";
 
 /// The RBAC HTTP filters (DENY first, then ALLOW) that enforce `policies` at the gateway,
 /// to place after the Wasm filter and before the router.
 pub fn rbac_filters(policies: &[&Resource], conds: &mut Conditions) -> Result<Vec<Value>> {
-    let _ = (policies, conds);
-    Ok(Vec::new())
+    let (mut deny, mut allow) = (None::<Map<String, Value>>, None::<Map<String, Value>>);
+    for policy in policies {
+        let compiled = compile(policy, conds)?;
+        let into = match compiled.action {
+            Action::Deny => deny.get_or_insert_with(Map::new),
+            Action::Allow => allow.get_or_insert_with(Map::new),
+        };
+        for (name, rbac_policy) in compiled.policies {
+            if into.contains_key(&name) {
+                return Err(policy.refuse("metadata", format!("names the RBAC policy {name:?} a policy before it names")));
+            }
+            into.insert(name, rbac_policy);
+        }
+    }
+    // An ALLOW filter without policies denies every request: that is `spec: {}`, Istio's
+    // "deny all". Without any ALLOW policy there is no ALLOW filter.
+    let filter = |action: &str, policies: Map<String, Value>| {
+        json!({
+            "name": RBAC_FILTER,
+            "typed_config": {"@type": RBAC_TYPE, "rules": {"action": action, "policies": policies}},
+        })
+    };
+    Ok(deny.map(|p| filter("DENY", p)).into_iter().chain(allow.map(|p| filter("ALLOW", p))).collect())
 }
 
 /// `policy` for a real gateway: its `request.auth` sources and conditions rewritten to the
 /// condition headers the filter writes.
+///
+/// A real gateway has no `request.auth` once the RequestAuthentication is replaced by the
+/// WasmPlugin. Request principals become `when` tests of their header; a rule with several
+/// `from` sources, one of them naming request principals, becomes one rule per source,
+/// because sources are alternatives and `when` is ANDed with all of them.
 pub fn for_istio(policy: &Resource, conds: &mut Conditions) -> Result<Value> {
-    let _ = conds;
-    Ok(policy.document.clone())
+    // Everything the rewrite reads is checked here, with the same refusals as --emit envoy,
+    // and the conditions are interned (asking again gives the same header).
+    compile(policy, conds)?;
+    let mut document = policy.document.clone();
+    let Some(rules) = document.pointer_mut("/spec/rules").and_then(Value::as_array_mut) else {
+        return Ok(document);
+    };
+    let rewritten: Vec<Value> = rules.drain(..).flat_map(|rule| rewrite_rule(rule, conds)).collect();
+    *rules = rewritten;
+    Ok(document)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Action {
+    Allow,
+    Deny,
+}
+
+struct Compiled {
+    action: Action,
+    /// `<ns>.<name>[rule-<i>]` and its RBAC policy, in rule order.
+    policies: Vec<(String, Value)>,
+}
+
+fn compile(policy: &Resource, conds: &mut Conditions) -> Result<Compiled> {
+    // A policy without a spec is `spec: {}`, as the API server stores it.
+    let empty = Value::Object(Map::new());
+    let spec_value = policy.document.get("spec").filter(|v| !v.is_null()).unwrap_or(&empty);
+    let spec = Obj::of(policy, spec_value, "spec".to_string())?;
+    spec.fields(
+        &["selector", "targetRef", "targetRefs", "action", "rules"],
+        &[("provider", "it names the external authorizer of action CUSTOM, which the compiler does not configure")],
+    )?;
+    let action = match spec.str("action")? {
+        None | Some("ALLOW") => Action::Allow,
+        Some("DENY") => Action::Deny,
+        Some("AUDIT") => {
+            return Err(spec.refuse("action", "AUDIT is not supported: it only marks requests for an audit logging provider, which the gateway here has none of"));
+        }
+        Some("CUSTOM") => {
+            return Err(spec.refuse("action", "CUSTOM is not supported: it delegates the decision to an external authorizer (ext_authz), which the compiler does not configure"));
+        }
+        Some(other) => return Err(spec.refuse("action", format!("{other:?} is not one of ALLOW, DENY, AUDIT, CUSTOM"))),
+    };
+    let rules = spec.objs("rules")?;
+    if action == Action::Deny && rules.is_empty() {
+        return Err(spec.refuse("rules", "a DENY policy without rules never matches (Istio refuses it); a rule {} denies every request"));
+    }
+    let mut policies = Vec::new();
+    for (i, rule_obj) in rules.iter().enumerate() {
+        policies.push((format!("{}.{}[rule-{i}]", policy.namespace, policy.name), rule(rule_obj, conds)?));
+    }
+    Ok(Compiled { action, policies })
+}
+
+/// One rule as an RBAC policy: a principal per `from` source, a permission per `to`
+/// operation, each ANDed with the `when` conditions of its side.
+fn rule(r: &Obj<'_>, conds: &mut Conditions) -> Result<Value> {
+    r.fields(&["from", "to", "when"], &[])?;
+    let (mut permission_when, mut principal_when) = (Vec::new(), Vec::new());
+    for c in r.objs("when")? {
+        let (permission, principal) = condition(&c, conds)?;
+        permission_when.extend(permission);
+        principal_when.extend(principal);
+    }
+    let principals = match r.get("from") {
+        None => vec![Side::Principal.and(principal_when)],
+        Some(_) => {
+            let from = r.objs("from")?;
+            if from.is_empty() {
+                return Err(r.refuse("from", "must not be empty (leave it out for any source)"));
+            }
+            let mut principals = Vec::new();
+            for f in from {
+                f.fields(&["source"], &[])?;
+                let src = f.obj("source")?.ok_or_else(|| f.refuse("source", "is required"))?;
+                let mut ids = source(&src, conds)?;
+                ids.extend(principal_when.iter().cloned());
+                principals.push(Side::Principal.and(ids));
+            }
+            principals
+        }
+    };
+    let permissions = match r.get("to") {
+        None => vec![Side::Permission.and(permission_when)],
+        Some(_) => {
+            let to = r.objs("to")?;
+            if to.is_empty() {
+                return Err(r.refuse("to", "must not be empty (leave it out for any operation)"));
+            }
+            let mut permissions = Vec::new();
+            for t in to {
+                t.fields(&["operation"], &[])?;
+                let op = t.obj("operation")?.ok_or_else(|| t.refuse("operation", "is required"))?;
+                let mut rules = operation(&op)?;
+                rules.extend(permission_when.iter().cloned());
+                permissions.push(Side::Permission.and(rules));
+            }
+            permissions
+        }
+    };
+    Ok(json!({"permissions": permissions, "principals": principals}))
+}
+
+/// `from[].source`: the principal entries it ANDs.
+fn source(src: &Obj<'_>, conds: &mut Conditions) -> Result<Vec<Value>> {
+    src.fields(
+        &["requestPrincipals", "notRequestPrincipals", "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks"],
+        &[
+            ("principals", MTLS),
+            ("notPrincipals", MTLS),
+            ("namespaces", MTLS),
+            ("notNamespaces", MTLS),
+            ("serviceAccounts", MTLS),
+            ("notServiceAccounts", MTLS),
+        ],
+    )?;
+    let mut ids = Vec::new();
+    ids.extend(field_pair(src, "ipBlocks", "notIpBlocks", Side::Principal, |v, at| {
+        Ok(json!({"direct_remote_ip": cidr(src, at, v)?}))
+    })?);
+    ids.extend(field_pair(src, "remoteIpBlocks", "notRemoteIpBlocks", Side::Principal, |v, at| {
+        Ok(json!({"remote_ip": cidr(src, at, v)?}))
+    })?);
+    let (yes, no) = (values(src, "requestPrincipals")?, values(src, "notRequestPrincipals")?);
+    ids.extend(claim_tests(Side::Principal, &Subject::Principal, &yes, &no, conds));
+    if ids.is_empty() {
+        return Err(src.refuse("", "must not be empty (leave the `from` entry out for any source)"));
+    }
+    Ok(ids)
+}
+
+/// `to[].operation`: the permission entries it ANDs.
+fn operation(op: &Obj<'_>) -> Result<Vec<Value>> {
+    op.fields(&["hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"], &[])?;
+    let mut rules = Vec::new();
+    // Istio compares hosts with `:authority` ignoring case.
+    rules.extend(field_pair(op, "hosts", "notHosts", Side::Permission, |v, _| {
+        Ok(json!({"header": header_matcher(":authority", v, true)}))
+    })?);
+    rules.extend(field_pair(op, "methods", "notMethods", Side::Permission, |v, _| {
+        Ok(json!({"header": header_matcher(":method", v, false)}))
+    })?);
+    rules.extend(field_pair(op, "paths", "notPaths", Side::Permission, |v, at| {
+        if v.contains("{*}") || v.contains("{**}") {
+            return Err(op.refuse(at, format!("{v:?}: path templates ({{*}}, {{**}}) are not supported")));
+        }
+        Ok(json!({"url_path": {"path": string_matcher(v, false)}}))
+    })?);
+    rules.extend(field_pair(op, "ports", "notPorts", Side::Permission, |v, at| {
+        Ok(json!({"destination_port": port(op, at, v)?}))
+    })?);
+    if rules.is_empty() {
+        return Err(op.refuse("", "must not be empty (leave the `to` entry out for any operation)"));
+    }
+    Ok(rules)
+}
+
+/// A `when` entry: its permission entries and its principal entries (one side is empty).
+fn condition(c: &Obj<'_>, conds: &mut Conditions) -> Result<(Vec<Value>, Vec<Value>)> {
+    c.fields(&["key", "values", "notValues"], &[])?;
+    let key = c.req_str("key")?;
+    let (yes, no) = (values(c, "values")?, values(c, "notValues")?);
+    if yes.is_empty() && no.is_empty() {
+        return Err(c.refuse("", format!("key {key:?}: at least one of values or notValues must be set")));
+    }
+    if let Some(subject) = auth_subject(key) {
+        let subject = subject.map_err(|reason| c.refuse("key", reason))?;
+        return Ok((claim_tests(Side::Permission, &subject, &yes, &no, conds), Vec::new()));
+    }
+    let each = |side: Side, f: &dyn Fn(&str, &str) -> Result<Value>| -> Result<Vec<Value>> {
+        let map = |list: &[&str], field: &str| -> Result<Vec<Value>> {
+            list.iter().enumerate().map(|(i, v)| f(v, &format!("{field}[{i}]"))).collect()
+        };
+        Ok(either(side, map(&yes, "values")?, map(&no, "notValues")?))
+    };
+    match key {
+        "source.ip" => Ok((Vec::new(), each(Side::Principal, &|v, at| Ok(json!({"direct_remote_ip": cidr(c, at, v)?})))?)),
+        "remote.ip" => Ok((Vec::new(), each(Side::Principal, &|v, at| Ok(json!({"remote_ip": cidr(c, at, v)?})))?)),
+        "destination.port" => {
+            Ok((each(Side::Permission, &|v, at| Ok(json!({"destination_port": port(c, at, v)?})))?, Vec::new()))
+        }
+        _ if key.starts_with("request.headers") => {
+            let name = bracketed(key.strip_prefix("request.headers").unwrap_or_default())
+                .ok_or_else(|| c.refuse("key", format!("{key:?} must be request.headers[<name>]")))?;
+            Ok((each(Side::Permission, &|v, _| Ok(json!({"header": header_matcher(name, v, false)})))?, Vec::new()))
+        }
+        "source.principal" | "source.namespace" | "source.serviceAccount" => {
+            Err(c.refuse("key", format!("{key:?} is not supported: {MTLS}")))
+        }
+        _ => Err(c.refuse(
+            "key",
+            format!(
+                "{key:?} is not a key the compiler supports (request.auth.principal, request.auth.audiences, \
+                 request.auth.presenter, request.auth.claims[...], request.headers[...], source.ip, remote.ip, \
+                 destination.port)"
+            ),
+        )),
+    }
+}
+
+/// The subject of a `request.auth.*` key, `None` for other keys.
+fn auth_subject(key: &str) -> Option<std::result::Result<Subject, String>> {
+    match key {
+        "request.auth.principal" => Some(Ok(Subject::Principal)),
+        "request.auth.audiences" => Some(Ok(Subject::Claim(vec!["aud".to_string()]))),
+        "request.auth.presenter" => Some(Ok(Subject::Claim(vec!["azp".to_string()]))),
+        _ => {
+            let rest = key.strip_prefix("request.auth.claims")?;
+            // Istio reads only the bracketed form here; `.a.b` is a route spelling.
+            Some(match rest.starts_with('[') {
+                true => auth_claims_keys(rest).map(Subject::Claim).map_err(|m| format!("{key:?}: {m}")),
+                false => Err(format!("{key:?} must be request.auth.claims[<claim>] (one bracketed key per level)")),
+            })
+        }
+    }
+}
+
+/// The tests of the headers the filter writes for `subject` matching one of `yes` (`true`)
+/// and one of `no` (not `true`: `false`, which is also what a request without a token gets).
+fn claim_tests(side: Side, subject: &Subject, yes: &[&str], no: &[&str], conds: &mut Conditions) -> Vec<Value> {
+    let mut tests = Vec::new();
+    if !yes.is_empty() {
+        tests.push(side.header(header_is_true(&condition_header(subject, yes, conds))));
+    }
+    if !no.is_empty() {
+        tests.push(side.not(side.header(header_is_true(&condition_header(subject, no, conds)))));
+    }
+    tests
+}
+
+/// One condition per (subject, values list): the filter joins the alternatives.
+fn condition_header(subject: &Subject, values: &[&str], conds: &mut Conditions) -> String {
+    let any_of: Vec<Match> = values.iter().map(|v| istio_value(v)).collect();
+    conds.header_for(subject, &any_of)
+}
+
+/// Istio's `*` forms (`matcher.StringMatcher`): `*` alone is presence, a leading `*` a
+/// suffix (checked first, so `*a*` is the suffix `a*`), a trailing `*` a prefix.
+fn istio_value(v: &str) -> Match {
+    if v == "*" {
+        Match::Present
+    } else if let Some(suffix) = v.strip_prefix('*') {
+        Match::Suffix(suffix.to_string())
+    } else if let Some(prefix) = v.strip_suffix('*') {
+        Match::Prefix(prefix.to_string())
+    } else {
+        Match::Exact(v.to_string())
+    }
+}
+
+/// An Envoy `StringMatcher` for an Istio value: `*` is a non-empty value, as Istio writes it.
+fn string_matcher(v: &str, ignore_case: bool) -> Value {
+    let mut m = match istio_value(v) {
+        Match::Present => json!({"safe_regex": {"regex": ".+"}}),
+        Match::Suffix(s) => json!({"suffix": s}),
+        Match::Prefix(p) => json!({"prefix": p}),
+        Match::Exact(e) | Match::Regex(e) => json!({"exact": e}),
+    };
+    if ignore_case {
+        if let Some(m) = m.as_object_mut() {
+            m.insert("ignore_case".into(), json!(true));
+        }
+    }
+    m
+}
+
+/// An Envoy `HeaderMatcher` for an Istio value: `*` is the header's presence.
+fn header_matcher(name: &str, v: &str, ignore_case: bool) -> Value {
+    match v {
+        "*" => json!({"name": name, "present_match": true}),
+        _ => json!({"name": name, "string_match": string_matcher(v, ignore_case)}),
+    }
+}
+
+fn header_is_true(header: &str) -> Value {
+    json!({"name": header, "string_match": {"exact": "true"}})
+}
+
+/// The name in `[name]`, not empty.
+fn bracketed(s: &str) -> Option<&str> {
+    s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).filter(|name| !name.is_empty())
+}
+
+/// A list of non-empty strings (Istio refuses empty values).
+fn values<'a>(o: &Obj<'a>, field: &str) -> Result<Vec<&'a str>> {
+    let list = o.strs(field)?;
+    if let Some(i) = list.iter().position(|v| v.is_empty()) {
+        return Err(o.refuse(&format!("{field}[{i}]"), "must not be empty"));
+    }
+    Ok(list)
+}
+
+/// A field and its `not` form, each value made an entry by `f(value, field path)`.
+fn field_pair(
+    o: &Obj<'_>,
+    field: &str,
+    not_field: &str,
+    side: Side,
+    f: impl Fn(&str, &str) -> Result<Value>,
+) -> Result<Vec<Value>> {
+    let map = |name: &str| -> Result<Vec<Value>> {
+        values(o, name)?.iter().enumerate().map(|(i, v)| f(v, &format!("{name}[{i}]"))).collect()
+    };
+    Ok(either(side, map(field)?, map(not_field)?))
+}
+
+/// One of `yes`, and none of `no`; an empty list sets no constraint.
+fn either(side: Side, yes: Vec<Value>, no: Vec<Value>) -> Vec<Value> {
+    let mut entries = Vec::new();
+    if !yes.is_empty() {
+        entries.push(side.or(yes));
+    }
+    if !no.is_empty() {
+        entries.push(side.not(side.or(no)));
+    }
+    entries
+}
+
+/// An IP or CIDR range as an Envoy `CidrRange`.
+fn cidr(o: &Obj<'_>, at: &str, v: &str) -> Result<Value> {
+    let bad = || o.refuse(at, format!("{v:?} is not an IP address or CIDR range"));
+    let (addr, len) = match v.split_once('/') {
+        Some((addr, len)) => (addr, Some(len)),
+        None => (v, None),
+    };
+    let ip: IpAddr = addr.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(len) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => {
+            len.parse::<u32>().ok().filter(|n| *n <= max).ok_or_else(bad)?
+        }
+        Some(_) => return Err(bad()),
+    };
+    Ok(json!({"address_prefix": addr, "prefix_len": len}))
+}
+
+fn port(o: &Obj<'_>, at: &str, v: &str) -> Result<u32> {
+    match v.bytes().all(|b| b.is_ascii_digit()) {
+        true => v.parse::<u16>().map(u32::from).map_err(|_| o.refuse(at, format!("{v:?} is not a port (0-65535)"))),
+        false => Err(o.refuse(at, format!("{v:?} is not a port (0-65535)"))),
+    }
+}
+
+/// Which list of an RBAC policy an entry belongs to: the two spell and/or/not differently.
+#[derive(Clone, Copy)]
+enum Side {
+    Permission,
+    Principal,
+}
+
+impl Side {
+    /// All of `entries`; none is no constraint.
+    fn and(self, mut entries: Vec<Value>) -> Value {
+        match (entries.len(), self) {
+            (0, _) => json!({"any": true}),
+            (1, _) => entries.pop().unwrap_or_default(),
+            (_, Side::Permission) => json!({"and_rules": {"rules": entries}}),
+            (_, Side::Principal) => json!({"and_ids": {"ids": entries}}),
+        }
+    }
+
+    /// One of `entries`, which callers never leave empty (none would match nothing).
+    fn or(self, mut entries: Vec<Value>) -> Value {
+        match (entries.len(), self) {
+            (0, _) => self.not(json!({"any": true})),
+            (1, _) => entries.pop().unwrap_or_default(),
+            (_, Side::Permission) => json!({"or_rules": {"rules": entries}}),
+            (_, Side::Principal) => json!({"or_ids": {"ids": entries}}),
+        }
+    }
+
+    fn not(self, entry: Value) -> Value {
+        match self {
+            Side::Permission => json!({"not_rule": entry}),
+            Side::Principal => json!({"not_id": entry}),
+        }
+    }
+
+    fn header(self, matcher: Value) -> Value {
+        json!({"header": matcher})
+    }
+}
+
+// --- the rewrite for Istio (on documents `compile` has accepted) ---
+
+/// `rule` with its `request.auth` tests on condition headers: one rule, or one per source.
+fn rewrite_rule(mut rule: Value, conds: &mut Conditions) -> Vec<Value> {
+    if let Some(when) = rule.get_mut("when").and_then(Value::as_array_mut) {
+        let old = std::mem::take(when);
+        for c in old {
+            when.extend(rewrite_condition(c, conds));
+        }
+    }
+    let from = rule.get("from").and_then(Value::as_array).cloned().unwrap_or_default();
+    let names_principals = |f: &Value| ["requestPrincipals", "notRequestPrincipals"].iter().any(|k| f["source"].get(k).is_some());
+    if !from.iter().any(names_principals) {
+        return vec![rule];
+    }
+    from.into_iter()
+        .map(|f| {
+            let mut one = rule.clone();
+            let mut src = f.get("source").and_then(Value::as_object).cloned().unwrap_or_default();
+            let (yes, no) = (src.remove("requestPrincipals"), src.remove("notRequestPrincipals"));
+            let tests = principal_conditions(yes, no, conds);
+            if let Some(r) = one.as_object_mut() {
+                match src.is_empty() {
+                    true => r.remove("from"),
+                    false => r.insert("from".into(), json!([{"source": src}])),
+                };
+                if !tests.is_empty() {
+                    let when = r.entry("when").or_insert_with(|| json!([]));
+                    if let Some(when) = when.as_array_mut() {
+                        when.extend(tests);
+                    }
+                }
+            }
+            one
+        })
+        .collect()
+}
+
+/// The `when` entries replacing a source's request principals.
+fn principal_conditions(yes: Option<Value>, no: Option<Value>, conds: &mut Conditions) -> Vec<Value> {
+    let strs = |v: &Option<Value>| -> Vec<String> {
+        v.as_ref().and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
+    };
+    header_conditions(&Subject::Principal, &strs(&yes), &strs(&no), conds)
+}
+
+/// A `when` entry as Istio should see it: `request.auth.*` keys become condition headers.
+fn rewrite_condition(c: Value, conds: &mut Conditions) -> Vec<Value> {
+    let Some(Ok(subject)) = c.get("key").and_then(Value::as_str).and_then(auth_subject) else {
+        return vec![c];
+    };
+    let strs = |field: &str| -> Vec<String> {
+        c.get(field).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
+    };
+    header_conditions(&subject, &strs("values"), &strs("notValues"), conds)
+}
+
+fn header_conditions(subject: &Subject, yes: &[String], no: &[String], conds: &mut Conditions) -> Vec<Value> {
+    let mut entries = Vec::new();
+    for (list, field) in [(yes, "values"), (no, "notValues")] {
+        if !list.is_empty() {
+            let list: Vec<&str> = list.iter().map(String::as_str).collect();
+            let header = condition_header(subject, &list, conds);
+            entries.push(json!({"key": format!("request.headers[{header}]"), field: ["true"]}));
+        }
+    }
+    entries
 }

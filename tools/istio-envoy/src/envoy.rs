@@ -14,14 +14,17 @@ pub struct Compiled {
     /// The filter's configuration, `None` when nothing asks for JWT validation.
     pub plugin_config: Option<Value>,
     pub rbac: Vec<Value>,
-    pub condition_headers: Vec<String>,
+    pub conditions: Conditions,
     pub clusters: Vec<Value>,
+    pub upstreams: Upstreams,
+    pub wasm_plugins: Vec<Resource>,
 }
 
-pub fn compile(resources: &[Resource], cli: &Cli) -> Result<Compiled> {
+/// `for_mesh`: compiling for `--emit istio`, where the mesh resolves destination hosts.
+pub fn compile(resources: &[Resource], cli: &Cli, for_mesh: bool) -> Result<Compiled> {
     let mut conds = Conditions::default();
     let pc = plugin::read(resources, &mut conds)?;
-    let mut ups = Upstreams::new(resources, &cli.upstreams)?;
+    let mut ups = Upstreams::new(resources, &cli.upstreams, for_mesh)?;
     let listeners = listeners(resources, &cli.binds, &cli.tls_certs, &mut ups, &mut conds)?;
     let policies: Vec<&Resource> = resources.iter().filter(|r| r.kind == "AuthorizationPolicy").collect();
     let rbac = authz::rbac_filters(&policies, &mut conds)?;
@@ -43,11 +46,11 @@ pub fn compile(resources: &[Resource], cli: &Cli) -> Result<Compiled> {
         }
         None
     };
-    Ok(Compiled { listeners, plugin_config, rbac, condition_headers: conds.headers(), clusters: ups.clusters() })
+    Ok(Compiled { listeners, plugin_config, rbac, clusters: ups.clusters(), conditions: conds, upstreams: ups, wasm_plugins: pc.wasm_plugins })
 }
 
 pub fn emit(resources: &[Resource], cli: &Cli) -> Result<String> {
-    let c = compile(resources, cli)?;
+    let c = compile(resources, cli, false)?;
     let (admin_address, admin_port) = host_port(&cli.admin)
         .ok_or_else(|| Refusal { resource: format!("--admin {}", cli.admin), field: String::new(), reason: "expected ADDR:PORT".into() })?;
     let mut http_filters = Vec::new();
@@ -59,7 +62,7 @@ pub fn emit(resources: &[Resource], cli: &Cli) -> Result<String> {
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }));
-    let listeners: Vec<Value> = c.listeners.iter().map(|l| listener(l, &http_filters, &c.condition_headers)).collect();
+    let listeners: Vec<Value> = c.listeners.iter().map(|l| listener(l, &http_filters, &c.conditions.headers())).collect();
     let bootstrap = json!({
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
         "static_resources": {"listeners": listeners, "clusters": c.clusters},

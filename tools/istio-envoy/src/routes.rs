@@ -65,7 +65,7 @@ pub fn http_route(route: &Obj, scope: &Scope, ups: &mut Upstreams, conds: &mut C
 }
 
 /// Istio's `StringMatch`: exactly one of exact, prefix, regex.
-fn string_match(o: &Obj) -> Result<Match> {
+pub fn string_match(o: &Obj) -> Result<Match> {
     o.fields(&["exact", "prefix", "regex"], &[])?;
     let given: Vec<(&str, &str)> =
         ["exact", "prefix", "regex"].iter().filter_map(|k| o.map.get(*k).and_then(Value::as_str).map(|v| (*k, v))).collect();

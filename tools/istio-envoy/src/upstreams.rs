@@ -53,6 +53,9 @@ pub struct Upstreams {
     entries: Vec<EntryPort>,
     tls: Vec<DestinationTls>,
     clusters: BTreeMap<String, Value>,
+    /// For `--emit istio`: destinations are the mesh's services, so a host with no entry
+    /// here is not an error (Istio knows where it lives).
+    mesh_knows_hosts: bool,
 }
 
 /// `HOST:PORT` (the port required) or `[v6]:PORT`.
@@ -68,8 +71,8 @@ fn option_refusal(option: &str, value: &str, reason: &str) -> Refusal {
 }
 
 impl Upstreams {
-    pub fn new(resources: &[Resource], overrides: &[String]) -> Result<Upstreams> {
-        let mut ups = Upstreams::default();
+    pub fn new(resources: &[Resource], overrides: &[String], mesh_knows_hosts: bool) -> Result<Upstreams> {
+        let mut ups = Upstreams { mesh_knows_hosts, ..Upstreams::default() };
         for text in overrides {
             let (from, to) = text
                 .split_once('=')
@@ -200,6 +203,7 @@ impl Upstreams {
         };
         let port = match (port, known_ports.as_slice()) {
             (Some(p), _) => p,
+            (None, []) if self.mesh_knows_hosts => return Ok(format!("outbound|||{host}")),
             (None, [only]) => *only,
             (None, []) => return Err(at.refuse("host", format!("{host:?} has no ServiceEntry and no --upstream {host}:PORT=ADDR:PORT"))),
             (None, _) => return Err(at.refuse("port", format!("{host:?} has several ports; name one"))),
@@ -210,6 +214,7 @@ impl Upstreams {
         }
         let (endpoints, dns) = match self.lookup(&names, port) {
             Some(found) => found,
+            None if self.mesh_knows_hosts => return Ok(name),
             None => {
                 return Err(at.refuse(
                     "host",
