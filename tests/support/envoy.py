@@ -272,14 +272,27 @@ def start_envoy(filter_config: dict | str, *, jwks_port: int, httpbin_port: int,
         raise HarnessError(f"the filter is not built: {wasm} is missing (run scripts/build.sh)")
     if not ENVOY_BIN.exists():
         raise HarnessError(f"{ENVOY_BIN} is missing (run scripts/setup.sh)")
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="envoy-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     listener_port, admin_port = free_port(), free_port()
     cfg = render_config(filter_config, listener_port=listener_port, admin_port=admin_port,
                         httpbin_port=httpbin_port, jwks_port=jwks_port, wasm=wasm,
                         extra_clusters=extra_clusters, config_path=config_path)
     if rewrite is not None:
         rewrite(cfg)
+    return launch_config(cfg, listener_port=listener_port, admin_port=admin_port,
+                         filter_config=filter_config, concurrency=concurrency, workdir=workdir,
+                         log_level=log_level, component_log_level=component_log_level,
+                         wait_ready=wait_ready, timeout=timeout, extra_args=extra_args)
+
+
+def launch_config(cfg: dict, *, listener_port: int, admin_port: int, filter_config=None,
+                  concurrency: int = 2, workdir: Path | None = None, log_level: str = "info",
+                  component_log_level: str | None = "wasm:debug", wait_ready: bool = True,
+                  timeout: float = 60, extra_args: list[str] | None = None) -> Envoy:
+    """Starts Envoy with the complete bootstrap `cfg`, whose gateway listens on
+    `listener_port` and admin on `admin_port`, and waits as start_envoy() does (which renders
+    `cfg` from envoy.yaml; tests/support/istio.py has it from the compiler)."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="envoy-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     # Named by a per-session count as well as the port: a port freed by an Envoy that has
     # stopped can be handed out again, and Envoy appends to an existing --log-path file, so a
     # later Envoy's log would start with the earlier one's lines.

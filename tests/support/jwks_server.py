@@ -3,6 +3,7 @@ generated key sets).
 
 Serves
   GET  /jwks.json                          the current key set, in the current mode
+                                           (another path: jwks_path=, --path)
   GET  /.well-known/openid-configuration   {"issuer": ..., "jwks_uri": ".../jwks.json"}
 Control, on the same port
   POST /_control/mode?m=MODE[&delay=SECONDS]  MODE one of
@@ -160,7 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         owner = self.server.owner
         path = urlsplit(self.path).path
-        if path == "/jwks.json":
+        if path == owner.jwks_path:
             mode, delay, body = owner._on_hit({k.lower(): v for k, v in self.headers.items()})
             gate, hold_max = owner._gate, owner.hold_max
             if not gate.is_set():
@@ -191,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
             with owner._lock:
                 owner.discovery_hits += 1
                 owner.discovery_request_headers.append({k.lower(): v for k, v in self.headers.items()})
-            doc = {"issuer": owner.issuer, "jwks_uri": owner.public_url + "/jwks.json"}
+            doc = {"issuer": owner.issuer, "jwks_uri": owner.public_url + owner.jwks_path}
             self._send(200, json.dumps(doc).encode())
         elif path == "/_control/hits":
             self._send(200, json.dumps(owner.status()).encode())
@@ -248,8 +249,10 @@ class JwksServer:
 
     def __init__(self, port: int = 0, keyset: str | None = "istio", body: bytes | None = None,
                  issuer: str | None = None, slow_delay: float = 10.0, verbose: bool = False,
-                 public_host: str | None = None, ssl_context=None):
+                 public_host: str | None = None, ssl_context=None, jwks_path: str = "/jwks.json"):
         self.port = port
+        # Where the key set is served: a URI's own path, e.g. the Istio task's jwksUri on GitHub.
+        self.jwks_path = jwks_path
         self.public_host = public_host
         # An ssl.SSLContext (server side): serve HTTPS with it (see tests/support/tls.py).
         self.ssl_context = ssl_context
@@ -282,7 +285,7 @@ class JwksServer:
 
     @property
     def jwks_uri(self) -> str:
-        return self.url + "/jwks.json"
+        return self.url + self.jwks_path
 
     @property
     def public_url(self) -> str:
@@ -397,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--jwks", type=Path, help="file whose content is served as the key set")
     src.add_argument("--keyset", choices=("A", "AB", "B", "istio"), help="a named key set")
+    ap.add_argument("--path", default="/jwks.json", help="the key set's path (default /jwks.json)")
     ap.add_argument("--issuer", help="issuer in the discovery document (default: base URL)")
     ap.add_argument("--slow-delay", type=float, default=10.0)
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -404,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
 
     body = args.jwks.read_bytes() if args.jwks else None
     srv = JwksServer(port=args.port, keyset=args.keyset or "istio", body=body, issuer=args.issuer,
-                     slow_delay=args.slow_delay, verbose=args.verbose)
+                     slow_delay=args.slow_delay, verbose=args.verbose, jwks_path=args.path)
     srv.start()
     print(f"jwks_server: serving {srv.jwks_uri}", flush=True)
     stop = threading.Event()
