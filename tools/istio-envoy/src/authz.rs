@@ -37,7 +37,9 @@ pub fn rbac_filters(policies: &[&Resource], conds: &mut Conditions) -> Result<Ve
         };
         for (name, rbac_policy) in compiled.policies {
             if into.contains_key(&name) {
-                return Err(policy.refuse("metadata", format!("names the RBAC policy {name:?} a policy before it names")));
+                return Err(
+                    policy.refuse("metadata", format!("names the RBAC policy {name:?} a policy before it names"))
+                );
             }
             into.insert(name, rbac_policy);
         }
@@ -107,7 +109,10 @@ fn compile(policy: &Resource, conds: &mut Conditions) -> Result<Compiled> {
     };
     let rules = spec.objs("rules")?;
     if action == Action::Deny && rules.is_empty() {
-        return Err(spec.refuse("rules", "a DENY policy without rules never matches (Istio refuses it); a rule {} denies every request"));
+        return Err(spec.refuse(
+            "rules",
+            "a DENY policy without rules never matches (Istio refuses it); a rule {} denies every request",
+        ));
     }
     let mut policies = Vec::new();
     for (i, rule_obj) in rules.iter().enumerate() {
@@ -168,7 +173,14 @@ fn rule(r: &Obj<'_>, conds: &mut Conditions) -> Result<Value> {
 /// `from[].source`: the principal entries it ANDs.
 fn source(src: &Obj<'_>, conds: &mut Conditions) -> Result<Vec<Value>> {
     src.fields(
-        &["requestPrincipals", "notRequestPrincipals", "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks"],
+        &[
+            "requestPrincipals",
+            "notRequestPrincipals",
+            "ipBlocks",
+            "notIpBlocks",
+            "remoteIpBlocks",
+            "notRemoteIpBlocks",
+        ],
         &[
             ("principals", MTLS),
             ("notPrincipals", MTLS),
@@ -238,7 +250,9 @@ fn condition(c: &Obj<'_>, conds: &mut Conditions) -> Result<(Vec<Value>, Vec<Val
         Ok(either(side, map(&yes, "values")?, map(&no, "notValues")?))
     };
     match key {
-        "source.ip" => Ok((Vec::new(), each(Side::Principal, &|v, at| Ok(json!({"direct_remote_ip": cidr(c, at, v)?})))?)),
+        "source.ip" => {
+            Ok((Vec::new(), each(Side::Principal, &|v, at| Ok(json!({"direct_remote_ip": cidr(c, at, v)?})))?))
+        }
         "remote.ip" => Ok((Vec::new(), each(Side::Principal, &|v, at| Ok(json!({"remote_ip": cidr(c, at, v)?})))?)),
         "destination.port" => {
             Ok((each(Side::Permission, &|v, at| Ok(json!({"destination_port": port(c, at, v)?})))?, Vec::new()))
@@ -457,7 +471,8 @@ fn rewrite_rule(mut rule: Value, conds: &mut Conditions) -> Vec<Value> {
         }
     }
     let from = rule.get("from").and_then(Value::as_array).cloned().unwrap_or_default();
-    let names_principals = |f: &Value| ["requestPrincipals", "notRequestPrincipals"].iter().any(|k| f["source"].get(k).is_some());
+    let names_principals =
+        |f: &Value| ["requestPrincipals", "notRequestPrincipals"].iter().any(|k| f["source"].get(k).is_some());
     if !from.iter().any(names_principals) {
         return vec![rule];
     }
@@ -487,7 +502,13 @@ fn rewrite_rule(mut rule: Value, conds: &mut Conditions) -> Vec<Value> {
 /// The `when` entries replacing a source's request principals.
 fn principal_conditions(yes: Option<Value>, no: Option<Value>, conds: &mut Conditions) -> Vec<Value> {
     let strs = |v: &Option<Value>| -> Vec<String> {
-        v.as_ref().and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
+        v.as_ref()
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
     };
     header_conditions(&Subject::Principal, &strs(&yes), &strs(&no), conds)
 }
@@ -498,7 +519,13 @@ fn rewrite_condition(c: Value, conds: &mut Conditions) -> Vec<Value> {
         return vec![c];
     };
     let strs = |field: &str| -> Vec<String> {
-        c.get(field).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
+        c.get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
     };
     header_conditions(&subject, &strs("values"), &strs("notValues"), conds)
 }
@@ -513,4 +540,296 @@ fn header_conditions(subject: &Subject, yes: &[String], no: &[String], conds: &m
         }
     }
     entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(yaml: &str) -> Resource {
+        let document: Value = serde_yaml_ng::from_str(yaml).unwrap();
+        Resource {
+            kind: "AuthorizationPolicy".into(),
+            api_version: "security.istio.io/v1".into(),
+            name: document["metadata"]["name"].as_str().unwrap().into(),
+            namespace: document["metadata"]["namespace"].as_str().unwrap_or("default").into(),
+            document,
+        }
+    }
+
+    fn filters(yamls: &[&str]) -> (Vec<Value>, Conditions) {
+        let resources: Vec<Resource> = yamls.iter().map(|y| policy(y)).collect();
+        let refs: Vec<&Resource> = resources.iter().collect();
+        let mut conds = Conditions::default();
+        let out = rbac_filters(&refs, &mut conds).unwrap();
+        (out, conds)
+    }
+
+    /// The RBAC policy named `name` in the filter of `action`.
+    fn rbac<'a>(filters: &'a [Value], action: &str, name: &str) -> &'a Value {
+        let filter = filters.iter().find(|f| f["typed_config"]["rules"]["action"] == action).unwrap();
+        &filter["typed_config"]["rules"]["policies"][name]
+    }
+
+    fn refusal(yaml: &str) -> String {
+        let p = policy(yaml);
+        let err = rbac_filters(&[&p], &mut Conditions::default()).unwrap_err();
+        // --emit istio refuses the same input the same way.
+        assert_eq!(for_istio(&p, &mut Conditions::default()).unwrap_err(), err);
+        err.to_string()
+    }
+
+    const HEAD: &str =
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\n";
+
+    fn spec(body: &str) -> String {
+        format!("{HEAD}spec:\n{body}")
+    }
+
+    #[test]
+    fn deny_all_and_no_policies() {
+        let (out, _) = filters(&[&format!("{HEAD}spec: {{}}")]);
+        assert_eq!(
+            out,
+            vec![json!({
+                "name": "envoy.filters.http.rbac",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+                    "rules": {"action": "ALLOW", "policies": {}},
+                },
+            })]
+        );
+        // No spec at all reads as `spec: {}`; `rules: []` matches nothing either.
+        assert_eq!(filters(&[HEAD]).0, out);
+        assert_eq!(filters(&[&spec("  rules: []")]).0, out);
+        assert!(filters(&[]).0.is_empty());
+    }
+
+    #[test]
+    fn deny_filter_comes_first_and_empty_rule_matches_everything() {
+        let allow = spec("  rules:\n  - to: [{operation: {methods: [GET]}}]");
+        let deny = format!("{HEAD}  # second\n").replace("name: p", "name: d") + "spec:\n  action: DENY\n  rules: [{}]";
+        let (out, _) = filters(&[&allow, &deny]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0]["typed_config"]["rules"]["action"], "DENY");
+        assert_eq!(out[1]["typed_config"]["rules"]["action"], "ALLOW");
+        assert_eq!(
+            rbac(&out, "DENY", "ns.d[rule-0]"),
+            &json!({"permissions": [{"any": true}], "principals": [{"any": true}]})
+        );
+        assert_eq!(
+            rbac(&out, "ALLOW", "ns.p[rule-0]"),
+            &json!({
+                "permissions": [{"header": {"name": ":method", "string_match": {"exact": "GET"}}}],
+                "principals": [{"any": true}],
+            })
+        );
+        // Without an ALLOW policy there is no ALLOW filter.
+        let (out, _) = filters(&[&deny]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["typed_config"]["rules"]["action"], "DENY");
+    }
+
+    #[test]
+    fn operations_with_star_forms_and_not_fields() {
+        let (out, _) = filters(&[&spec(
+            "  rules:\n  - to:\n    - operation:\n        hosts: [Example.com, '*.example.org']\n        notPaths: ['/admin*', '*']\n        methods: ['*']\n        ports: ['8080']\n        notPorts: ['9000']\n    - operation: {paths: [/exact]}",
+        )]);
+        let p = rbac(&out, "ALLOW", "ns.p[rule-0]");
+        assert_eq!(
+            p["permissions"],
+            json!([
+                {"and_rules": {"rules": [
+                    {"or_rules": {"rules": [
+                        {"header": {"name": ":authority", "string_match": {"exact": "Example.com", "ignore_case": true}}},
+                        {"header": {"name": ":authority", "string_match": {"suffix": ".example.org", "ignore_case": true}}},
+                    ]}},
+                    {"header": {"name": ":method", "present_match": true}},
+                    {"not_rule": {"or_rules": {"rules": [
+                        {"url_path": {"path": {"prefix": "/admin"}}},
+                        {"url_path": {"path": {"safe_regex": {"regex": ".+"}}}},
+                    ]}}},
+                    {"destination_port": 8080},
+                    {"not_rule": {"destination_port": 9000}},
+                ]}},
+                {"url_path": {"path": {"exact": "/exact"}}},
+            ])
+        );
+        assert_eq!(p["principals"], json!([{"any": true}]));
+    }
+
+    #[test]
+    fn sources_are_alternatives_and_when_joins_each() {
+        let (out, conds) = filters(&[&spec(
+            "  rules:\n  - from:\n    - source: {requestPrincipals: ['https://idp/*', 'iss/alice'], ipBlocks: [10.0.0.0/8]}\n    - source: {notRequestPrincipals: ['*'], remoteIpBlocks: ['2001:db8::1']}\n    when:\n    - {key: source.ip, notValues: [192.168.1.1]}\n    - {key: 'request.auth.claims[groups]', values: [admin, 'ops*']}\n    - {key: 'request.headers[X-Env]', values: ['*'], notValues: ['*prod']}\n    - {key: destination.port, values: ['443']}",
+        )]);
+        let p = rbac(&out, "ALLOW", "ns.p[rule-0]");
+        let not_local = json!({"not_id": {"direct_remote_ip": {"address_prefix": "192.168.1.1", "prefix_len": 32}}});
+        assert_eq!(
+            p["principals"],
+            json!([
+                {"and_ids": {"ids": [
+                    {"direct_remote_ip": {"address_prefix": "10.0.0.0", "prefix_len": 8}},
+                    {"header": {"name": "x-jwt-cond-2", "string_match": {"exact": "true"}}},
+                    not_local,
+                ]}},
+                {"and_ids": {"ids": [
+                    {"remote_ip": {"address_prefix": "2001:db8::1", "prefix_len": 128}},
+                    {"not_id": {"header": {"name": "x-jwt-cond-3", "string_match": {"exact": "true"}}}},
+                    not_local,
+                ]}},
+            ])
+        );
+        assert_eq!(
+            p["permissions"],
+            json!([{"and_rules": {"rules": [
+                {"header": {"name": "x-jwt-cond-1", "string_match": {"exact": "true"}}},
+                {"header": {"name": "X-Env", "present_match": true}},
+                {"not_rule": {"header": {"name": "X-Env", "string_match": {"suffix": "prod"}}}},
+                {"destination_port": 443},
+            ]}}])
+        );
+        // `when` is read before `from`, so the claim condition is the first one made.
+        assert_eq!(
+            conds.entries(),
+            &[
+                json!({"header": "x-jwt-cond-1", "claim": ["groups"], "regex": "admin|ops.*"}),
+                json!({"header": "x-jwt-cond-2", "principal": true, "regex": "https://idp/.*|iss/alice"}),
+                json!({"header": "x-jwt-cond-3", "principal": true, "present": true}),
+            ]
+        );
+    }
+
+    #[test]
+    fn auth_keys_become_claim_conditions_shared_across_policies() {
+        let one = spec(
+            "  action: DENY\n  rules:\n  - when:\n    - {key: request.auth.principal, values: ['*@corp']}\n    - {key: request.auth.audiences, notValues: [api]}\n    - {key: request.auth.presenter, values: [web]}\n    - {key: 'request.auth.claims[realm_access][roles]', values: ['*']}\n    - {key: 'request.auth.claims[a.b]', values: [x]}",
+        );
+        let two =
+            spec("  rules:\n  - when: [{key: request.auth.audiences, values: [api]}]").replace("name: p", "name: q");
+        let (out, conds) = filters(&[&one, &two]);
+        let tests = &rbac(&out, "DENY", "ns.p[rule-0]")["permissions"][0]["and_rules"]["rules"];
+        let is_true = |h: &str| json!({"header": {"name": h, "string_match": {"exact": "true"}}});
+        assert_eq!(
+            tests,
+            &json!([
+                is_true("x-jwt-cond-1"),
+                {"not_rule": is_true("x-jwt-cond-2")},
+                is_true("x-jwt-cond-3"),
+                is_true("x-jwt-cond-4"),
+                is_true("x-jwt-cond-5"),
+            ])
+        );
+        // The same (subject, values) in another policy shares the header.
+        assert_eq!(rbac(&out, "ALLOW", "ns.q[rule-0]")["permissions"][0], is_true("x-jwt-cond-2"));
+        assert_eq!(
+            conds.entries(),
+            &[
+                json!({"header": "x-jwt-cond-1", "principal": true, "suffix": "@corp"}),
+                json!({"header": "x-jwt-cond-2", "claim": ["aud"], "exact": "api"}),
+                json!({"header": "x-jwt-cond-3", "claim": ["azp"], "exact": "web"}),
+                json!({"header": "x-jwt-cond-4", "claim": ["realm_access", "roles"], "present": true}),
+                json!({"header": "x-jwt-cond-5", "claim": ["a.b"], "exact": "x"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn istio_star_forms() {
+        assert_eq!(istio_value("*"), Match::Present);
+        assert_eq!(istio_value("*a*"), Match::Suffix("a*".into()));
+        assert_eq!(istio_value("a*"), Match::Prefix("a".into()));
+        assert_eq!(istio_value("a*b"), Match::Exact("a*b".into()));
+    }
+
+    #[test]
+    fn refusals_name_the_field_and_reason() {
+        let cases = [
+            ("  action: AUDIT\n  rules: [{}]", "spec.action: AUDIT is not supported"),
+            ("  action: CUSTOM\n  rules: [{}]", "spec.action: CUSTOM is not supported"),
+            ("  action: allow", "spec.action: \"allow\" is not one of ALLOW, DENY, AUDIT, CUSTOM"),
+            ("  action: CUSTOM\n  provider: {name: ext}", "spec.provider: is not supported: it names the external authorizer"),
+            ("  action: DENY", "spec.rules: a DENY policy without rules never matches"),
+            ("  rule: []", "spec.rule: is not a field the compiler knows"),
+            ("  rules: [{from: []}]", "spec.rules[0].from: must not be empty"),
+            ("  rules: [{to: []}]", "spec.rules[0].to: must not be empty"),
+            ("  rules: [{from: [{}]}]", "spec.rules[0].from[0].source: is required"),
+            ("  rules: [{from: [{source: {}}]}]", "spec.rules[0].from[0].source: must not be empty"),
+            ("  rules: [{to: [{operation: {}}]}]", "spec.rules[0].to[0].operation: must not be empty"),
+            ("  rules: [{from: [{source: {principals: [a]}}]}]", "spec.rules[0].from[0].source.principals: is not supported: it matches the peer's mTLS identity"),
+            ("  rules: [{from: [{source: {notNamespaces: [a]}}]}]", "spec.rules[0].from[0].source.notNamespaces: is not supported: it matches the peer's mTLS"),
+            ("  rules: [{from: [{source: {ipBlocks: [10.0.0.0/33]}}]}]", "spec.rules[0].from[0].source.ipBlocks[0]: \"10.0.0.0/33\" is not an IP address or CIDR range"),
+            ("  rules: [{from: [{source: {notRemoteIpBlocks: [host]}}]}]", "spec.rules[0].from[0].source.notRemoteIpBlocks[0]: \"host\" is not an IP"),
+            ("  rules: [{from: [{source: {requestPrincipals: ['']}}]}]", "spec.rules[0].from[0].source.requestPrincipals[0]: must not be empty"),
+            ("  rules: [{to: [{operation: {ports: ['70000']}}]}]", "spec.rules[0].to[0].operation.ports[0]: \"70000\" is not a port"),
+            ("  rules: [{to: [{operation: {ports: [80]}}]}]", "spec.rules[0].to[0].operation.ports[0]: must be a string"),
+            ("  rules: [{to: [{operation: {paths: ['/a/{*}']}}]}]", "spec.rules[0].to[0].operation.paths[0]: \"/a/{*}\": path templates"),
+            ("  rules: [{to: [{operation: {verbs: [GET]}}]}]", "spec.rules[0].to[0].operation.verbs: is not a field the compiler knows"),
+            ("  rules: [{when: [{key: request.auth.principal}]}]", "spec.rules[0].when[0]: key \"request.auth.principal\": at least one of values or notValues must be set"),
+            ("  rules: [{when: [{values: [a]}]}]", "spec.rules[0].when[0].key: is required"),
+            ("  rules: [{when: [{key: request.auth.claims.groups, values: [a]}]}]", "spec.rules[0].when[0].key: \"request.auth.claims.groups\" must be request.auth.claims[<claim>]"),
+            ("  rules: [{when: [{key: 'request.auth.claims[a', values: [a]}]}]", "spec.rules[0].when[0].key: \"request.auth.claims[a\": "),
+            ("  rules: [{when: [{key: 'request.headers[]', values: [a]}]}]", "spec.rules[0].when[0].key: \"request.headers[]\" must be request.headers[<name>]"),
+            ("  rules: [{when: [{key: source.namespace, values: [a]}]}]", "spec.rules[0].when[0].key: \"source.namespace\" is not supported: it matches the peer's mTLS"),
+            ("  rules: [{when: [{key: connection.sni, values: [a]}]}]", "spec.rules[0].when[0].key: \"connection.sni\" is not a key the compiler supports"),
+            ("  rules: [{when: [{key: destination.port, values: [http]}]}]", "spec.rules[0].when[0].values[0]: \"http\" is not a port"),
+            ("  rules: [{when: [{key: remote.ip, notValues: ['1.2.3.4/']}]}]", "spec.rules[0].when[0].notValues[0]: \"1.2.3.4/\" is not an IP"),
+            ("  rules: [{when: [{key: request.auth.presenter, values: [a, '']}]}]", "spec.rules[0].when[0].values[1]: must not be empty"),
+        ];
+        for (body, expected) in cases {
+            let got = refusal(&spec(body));
+            assert!(got.starts_with(&format!("AuthorizationPolicy ns/p: {expected}")), "{body}\n  gave {got}");
+        }
+    }
+
+    #[test]
+    fn for_istio_rewrites_request_auth_only() {
+        let p = policy(&spec(
+            "  selector: {matchLabels: {istio: ingressgateway}}\n  action: ALLOW\n  rules:\n  - from:\n    - source: {requestPrincipals: ['iss/*']}\n    to: [{operation: {paths: [/a]}}]\n    when:\n    - {key: 'request.auth.claims[groups]', values: [g1], notValues: [banned]}\n    - {key: 'request.headers[x-a]', values: [b]}\n  - from:\n    - source: {notRequestPrincipals: ['*'], ipBlocks: [10.0.0.0/8]}\n  - to: [{operation: {methods: [GET]}}]",
+        ));
+        let mut conds = Conditions::default();
+        let out = for_istio(&p, &mut conds).unwrap();
+        let expected: Value = serde_yaml_ng::from_str(&spec(
+            "  selector: {matchLabels: {istio: ingressgateway}}\n  action: ALLOW\n  rules:\n  - to: [{operation: {paths: [/a]}}]\n    when:\n    - {key: 'request.headers[x-jwt-cond-1]', values: ['true']}\n    - {key: 'request.headers[x-jwt-cond-2]', notValues: ['true']}\n    - {key: 'request.headers[x-a]', values: [b]}\n    - {key: 'request.headers[x-jwt-cond-3]', values: ['true']}\n  - from:\n    - source: {ipBlocks: [10.0.0.0/8]}\n    when:\n    - {key: 'request.headers[x-jwt-cond-4]', notValues: ['true']}\n  - to: [{operation: {methods: [GET]}}]",
+        ))
+        .unwrap();
+        assert_eq!(out, expected);
+        assert_eq!(conds.entries()[2], json!({"header": "x-jwt-cond-3", "principal": true, "prefix": "iss/"}));
+        assert_eq!(conds.entries()[3], json!({"header": "x-jwt-cond-4", "principal": true, "present": true}));
+        // A policy without request.auth passes through unchanged.
+        let plain = policy(&spec("  action: DENY\n  rules: [{to: [{operation: {paths: ['/admin*']}}]}]"));
+        assert_eq!(for_istio(&plain, &mut conds).unwrap(), plain.document);
+    }
+
+    #[test]
+    fn for_istio_splits_sources_so_principals_stay_alternatives() {
+        let p = policy(&spec(
+            "  rules:\n  - from:\n    - source: {requestPrincipals: [iss/a]}\n    - source: {remoteIpBlocks: [10.0.0.1]}\n    to: [{operation: {methods: [GET]}}]",
+        ));
+        let mut conds = Conditions::default();
+        let out = for_istio(&p, &mut conds).unwrap();
+        assert_eq!(
+            out["spec"]["rules"],
+            json!([
+                {"to": [{"operation": {"methods": ["GET"]}}],
+                 "when": [{"key": "request.headers[x-jwt-cond-1]", "values": ["true"]}]},
+                {"from": [{"source": {"remoteIpBlocks": ["10.0.0.1"]}}], "to": [{"operation": {"methods": ["GET"]}}]},
+            ])
+        );
+        // Compiled again (as the Istio output is), it is the same RBAC as the original: the
+        // principal rule tests the same header, as a request header.
+        let again = Resource { document: out, ..p.clone() };
+        let f = rbac_filters(&[&again], &mut conds).unwrap();
+        let rule0 = &f[0]["typed_config"]["rules"]["policies"]["ns.p[rule-0]"];
+        assert_eq!(
+            rule0["permissions"][0]["and_rules"]["rules"][1],
+            json!({"header": {"name": "x-jwt-cond-1", "string_match": {"exact": "true"}}})
+        );
+        let direct = rbac_filters(&[&p], &mut conds).unwrap();
+        assert_eq!(
+            direct[0]["typed_config"]["rules"]["policies"]["ns.p[rule-0]"]["principals"][0],
+            json!({"header": {"name": "x-jwt-cond-1", "string_match": {"exact": "true"}}})
+        );
+        assert_eq!(conds.entries().len(), 1);
+    }
 }
