@@ -15,9 +15,14 @@ cd "$ROOT"
 log "native unit and integration tests"
 cargo test --quiet
 
+log "the Istio compiler's tests (tools/istio-envoy)"
+CARGO_TARGET_DIR="$ROOT/target/tools" cargo test --quiet --manifest-path "$ROOT/tools/istio-envoy/Cargo.toml"
+
 if cargo clippy --version >/dev/null 2>&1; then
   log "clippy (unwrap/expect/panic denied outside tests)"
   cargo clippy --quiet --lib --tests -- -D warnings
+  CARGO_TARGET_DIR="$ROOT/target/tools" cargo clippy --quiet --all-targets \
+    --manifest-path "$ROOT/tools/istio-envoy/Cargo.toml" -- -D warnings
   # The wasm32 glue (src/filter/) too, where rustup has the target (not on the Debian route).
   if rustup_has_target wasm32-wasip1; then
     cargo clippy --quiet --lib --target wasm32-wasip1 -- -D warnings

@@ -79,13 +79,20 @@ fn run(cli: &Cli) -> Result<String, Refusal> {
     for input in &cli.inputs {
         resources.extend(model::load(input)?);
     }
+    compile(&resources, cli)
+}
+
+fn compile(resources: &[Resource], cli: &Cli) -> Result<String, Refusal> {
     for (i, r) in resources.iter().enumerate() {
         if resources[..i].iter().any(|o| o.kind == r.kind && o.name == r.name && o.namespace == r.namespace) {
             return Err(r.refuse("metadata.name", "is given twice"));
         }
     }
     match cli.emit {
-        Emit::Envoy => envoy::emit(&resources, cli),
-        Emit::Istio => istio::emit(&resources, cli),
+        Emit::Envoy => envoy::emit(resources, cli),
+        Emit::Istio => istio::emit(resources, cli),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -45,6 +45,8 @@ pub const KINDS: &[(&str, &str)] = &[
 #[derive(Debug, Clone)]
 pub struct Resource {
     pub kind: String,
+    /// As written; the group is checked against the kind's.
+    #[allow(dead_code)]
     pub api_version: String,
     pub name: String,
     /// `default` when the manifest names none, as `kubectl apply` would place it.
@@ -100,10 +102,6 @@ impl<'a> Obj<'a> {
             Value::Null => Err(res.refuse(at, "is required (an object)")),
             _ => Err(res.refuse(at, "must be an object")),
         }
-    }
-
-    pub fn at(&self) -> &str {
-        self.at_path
     }
 
     /// The path of a field of this object.
@@ -212,14 +210,19 @@ pub fn load(path: &Path) -> Result<Vec<Resource>> {
         return Ok(all);
     }
     let text = std::fs::read_to_string(path).map_err(|e| file_refusal(path, format!("cannot read: {e}")))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// The resources of a multi-document YAML text; `origin` names it in refusals.
+pub fn parse(text: &str, origin: &str) -> Result<Vec<Resource>> {
+    let refusal = |reason: String| Refusal { resource: origin.to_string(), field: String::new(), reason };
     let mut resources = Vec::new();
-    for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
-        let value = Value::deserialize(doc)
-            .map_err(|e| file_refusal(path, format!("document {}: not valid YAML: {e}", i + 1)))?;
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(doc).map_err(|e| refusal(format!("document {}: not valid YAML: {e}", i + 1)))?;
         if value.is_null() {
             continue; // an empty document (a trailing `---`)
         }
-        resources.push(resource(value).map_err(|reason| file_refusal(path, format!("document {}: {reason}", i + 1)))?);
+        resources.push(resource(value).map_err(|reason| refusal(format!("document {}: {reason}", i + 1)))?);
     }
     Ok(resources)
 }

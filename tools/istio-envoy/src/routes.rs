@@ -133,10 +133,18 @@ fn route_match(m: &Obj, scope: &Scope, conds: &mut Conditions) -> Result<Option<
             em.insert("prefix".into(), json!("/"));
         }
         Some(uri) => match string_match(&uri)? {
-            Match::Exact(p) => drop(em.insert("path".into(), json!(p))),
-            Match::Prefix(p) => drop(em.insert("prefix".into(), json!(p))),
-            Match::Regex(r) => drop(em.insert("safe_regex".into(), json!({"regex": r}))),
-            _ => drop(em.insert("prefix".into(), json!("/"))),
+            Match::Exact(p) => {
+                em.insert("path".into(), json!(p));
+            }
+            Match::Prefix(p) => {
+                em.insert("prefix".into(), json!(p));
+            }
+            Match::Regex(r) => {
+                em.insert("safe_regex".into(), json!({"regex": r}));
+            }
+            _ => {
+                em.insert("prefix".into(), json!("/"));
+            }
         },
     }
     if ignore_case {
@@ -263,7 +271,9 @@ fn forward(route: &Obj, ups: &mut Upstreams) -> Result<Value> {
         if let Some(h) = d.obj("headers")? {
             let mut ops = Map::new();
             header_operations(&h, &mut ops)?;
-            c.as_object_mut().map(|m| m.extend(ops));
+            if let Some(m) = c.as_object_mut() {
+                m.extend(ops);
+            }
         }
         clusters.push(c);
     }
