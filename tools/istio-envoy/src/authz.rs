@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
-use crate::conditions::{auth_claims_keys, Conditions, Match, Subject};
+use crate::conditions::{auth_claims_keys, Conditions, Match, Subject, HEADER_PREFIX};
 use crate::model::{Obj, Resource, Result};
 
 const RBAC_FILTER: &str = "envoy.filters.http.rbac";
@@ -260,6 +260,19 @@ fn condition(c: &Obj<'_>, conds: &mut Conditions) -> Result<(Vec<Value>, Vec<Val
         _ if key.starts_with("request.headers") => {
             let name = bracketed(key.strip_prefix("request.headers").unwrap_or_default())
                 .ok_or_else(|| c.refuse("key", format!("{key:?} must be request.headers[<name>]")))?;
+            // A condition header is only trustworthy when the filter writes it (and strips what
+            // the client sent): that is when one of its conditions names it, as the WasmPlugin
+            // of `--emit istio` output does.
+            let spelled = name.to_ascii_lowercase().replace('_', "-");
+            if spelled.starts_with(HEADER_PREFIX) && !conds.headers().contains(&spelled) {
+                return Err(c.refuse(
+                    "key",
+                    format!(
+                        "{key:?} tests a condition header that no condition of the filter defines, so the filter \
+                         would neither write it nor strip a client's: define it in the WasmPlugin's conditions"
+                    ),
+                ));
+            }
             Ok((each(Side::Permission, &|v, _| Ok(json!({"header": header_matcher(name, v, false)})))?, Vec::new()))
         }
         "source.principal" | "source.namespace" | "source.serviceAccount" => {
@@ -775,6 +788,7 @@ mod tests {
             ("  rules: [{when: [{key: destination.port, values: [http]}]}]", "spec.rules[0].when[0].values[0]: \"http\" is not a port"),
             ("  rules: [{when: [{key: remote.ip, notValues: ['1.2.3.4/']}]}]", "spec.rules[0].when[0].notValues[0]: \"1.2.3.4/\" is not an IP"),
             ("  rules: [{when: [{key: request.auth.presenter, values: [a, '']}]}]", "spec.rules[0].when[0].values[1]: must not be empty"),
+            ("  rules: [{when: [{key: 'request.headers[X_JWT_Cond-7]', values: ['true']}]}]", "spec.rules[0].when[0].key: \"request.headers[X_JWT_Cond-7]\" tests a condition header that no condition of the filter defines"),
         ];
         for (body, expected) in cases {
             let got = refusal(&spec(body));
