@@ -121,6 +121,10 @@ impl Conditions {
     pub fn headers(&self) -> Vec<String> {
         self.entries.iter().filter_map(|e| e["header"].as_str()).map(str::to_ascii_lowercase).collect()
     }
+
+    pub fn is_condition_header(&self, name: &str) -> bool {
+        self.headers().iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
 }
 
 /// The claim a route's header key names, if it names one:

@@ -25,7 +25,7 @@ pub fn compile(resources: &[Resource], cli: &Cli, for_mesh: bool) -> Result<Comp
     let mut conds = Conditions::default();
     let pc = plugin::read(resources, &mut conds)?;
     let mut ups = Upstreams::new(resources, &cli.upstreams, for_mesh)?;
-    let listeners = listeners(resources, &cli.binds, &cli.tls_certs, &mut ups, &mut conds)?;
+    let listeners = listeners(resources, &cli.binds, &cli.tls_certs, for_mesh, &mut ups, &mut conds)?;
     let policies: Vec<&Resource> = resources.iter().filter(|r| r.kind == "AuthorizationPolicy").collect();
     let rbac = authz::rbac_filters(&policies, &mut conds)?;
     let plugin_config = if pc.has_rules() {

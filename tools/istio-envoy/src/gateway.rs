@@ -67,7 +67,7 @@ fn credentials(tls_certs: &[String]) -> Result<Vec<(String, ServerTls)>> {
         .collect()
 }
 
-fn read_servers(r: &Resource, creds: &[(String, ServerTls)]) -> Result<Vec<Server>> {
+fn read_servers(r: &Resource, creds: &[(String, ServerTls)], for_mesh: bool) -> Result<Vec<Server>> {
     let spec = r.spec()?;
     spec.fields(&["selector", "servers"], &[])?;
     let mut servers = Vec::new();
@@ -96,7 +96,7 @@ fn read_servers(r: &Resource, creds: &[(String, ServerTls)]) -> Result<Vec<Serve
         if hosts.is_empty() {
             return Err(s.refuse("hosts", "needs at least one host"));
         }
-        let (tls, https_redirect) = server_tls(&s, &protocol, creds)?;
+        let (tls, https_redirect) = server_tls(&s, &protocol, creds, for_mesh)?;
         servers.push(Server { gateway: format!("{}/{}", r.namespace, r.name), port: number, protocol, hosts, tls, https_redirect });
     }
     if servers.is_empty() {
@@ -105,7 +105,7 @@ fn read_servers(r: &Resource, creds: &[(String, ServerTls)]) -> Result<Vec<Serve
     Ok(servers)
 }
 
-fn server_tls(s: &Obj, protocol: &Protocol, creds: &[(String, ServerTls)]) -> Result<(Option<ServerTls>, bool)> {
+fn server_tls(s: &Obj, protocol: &Protocol, creds: &[(String, ServerTls)], for_mesh: bool) -> Result<(Option<ServerTls>, bool)> {
     let Some(tls) = s.obj("tls")? else {
         return match protocol {
             Protocol::Https => Err(s.refuse("tls", "an HTTPS server needs tls (mode SIMPLE)")),
@@ -131,11 +131,12 @@ fn server_tls(s: &Obj, protocol: &Protocol, creds: &[(String, ServerTls)]) -> Re
         other => return Err(tls.refuse("mode", format!("{other:?} is not supported: SIMPLE"))),
     }
     let files = match (tls.str("credentialName")?, tls.str("serverCertificate")?, tls.str("privateKey")?) {
-        (Some(name), None, None) => creds
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, t)| t.clone())
-            .ok_or_else(|| tls.refuse("credentialName", format!("{name:?}: give its files with --tls-cert {name}=CERT.pem,KEY.pem")))?,
+        (Some(name), None, None) => match creds.iter().find(|(n, _)| n == name) {
+            Some((_, files)) => files.clone(),
+            // On a real gateway the credential is a Kubernetes secret.
+            None if for_mesh => ServerTls { cert: String::new(), key: String::new() },
+            None => return Err(tls.refuse("credentialName", format!("{name:?}: give its files with --tls-cert {name}=CERT.pem,KEY.pem"))),
+        },
         (None, Some(cert), Some(key)) => ServerTls { cert: cert.to_string(), key: key.to_string() },
         _ => return Err(tls.refuse("", "give credentialName, or serverCertificate and privateKey")),
     };
@@ -162,11 +163,12 @@ fn intersect(vs_host: &str, server_host: &str) -> Option<String> {
 }
 
 /// Every listener, with its virtual hosts.
-pub fn listeners(resources: &[Resource], binds: &[String], tls_certs: &[String], ups: &mut Upstreams, conds: &mut Conditions) -> Result<Vec<Listener>> {
+/// `for_mesh`: for `--emit istio`, where credentials are the cluster's secrets.
+pub fn listeners(resources: &[Resource], binds: &[String], tls_certs: &[String], for_mesh: bool, ups: &mut Upstreams, conds: &mut Conditions) -> Result<Vec<Listener>> {
     let creds = credentials(tls_certs)?;
     let mut servers: Vec<Server> = Vec::new();
     for r in resources.iter().filter(|r| r.kind == "Gateway") {
-        servers.extend(read_servers(r, &creds)?);
+        servers.extend(read_servers(r, &creds, for_mesh)?);
     }
     let mut ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
     ports.sort_unstable();
