@@ -38,7 +38,7 @@ pub fn rbac_filters(policies: &[&Resource], conds: &mut Conditions) -> Result<Ve
         for (name, rbac_policy) in compiled.policies {
             if into.contains_key(&name) {
                 return Err(
-                    policy.refuse("metadata", format!("names the RBAC policy {name:?} a policy before it names"))
+                    policy.refuse("metadata", format!("makes the RBAC policy name {name:?} (namespace.name[rule-i]), which an earlier policy already has"))
                 );
             }
             into.insert(name, rbac_policy);
