@@ -30,20 +30,6 @@ pub enum Match {
 }
 
 impl Match {
-    /// An authorization value: `*` is presence, `abc*` a prefix, `*abc` a suffix (Istio's
-    /// `matcher.StringMatcher`).
-    pub fn from_istio_value(v: &str) -> Match {
-        if v == "*" {
-            Match::Present
-        } else if let Some(p) = v.strip_suffix('*') {
-            Match::Prefix(p.to_string())
-        } else if let Some(s) = v.strip_prefix('*') {
-            Match::Suffix(s.to_string())
-        } else {
-            Match::Exact(v.to_string())
-        }
-    }
-
     /// The same match as an RE2 pattern (whole value), to join alternatives.
     fn pattern(&self) -> String {
         match self {
@@ -121,10 +107,6 @@ impl Conditions {
     pub fn headers(&self) -> Vec<String> {
         self.entries.iter().filter_map(|e| e["header"].as_str()).map(str::to_ascii_lowercase).collect()
     }
-
-    pub fn is_condition_header(&self, name: &str) -> bool {
-        self.headers().iter().any(|h| h.eq_ignore_ascii_case(name))
-    }
 }
 
 /// The claim a route's header key names, if it names one:
@@ -201,7 +183,5 @@ mod tests {
         let h3 = c.header_for(&Subject::Principal, &[Match::Prefix("a.b".into()), Match::Exact("c".into())]);
         assert_eq!((h1.as_str(), h2.as_str(), h3.as_str()), ("x-jwt-cond-1", "x-jwt-cond-1", "x-jwt-cond-2"));
         assert_eq!(c.entries()[1]["regex"], "a\\.b.*|c");
-        assert_eq!(Match::from_istio_value("*"), Match::Present);
-        assert_eq!(Match::from_istio_value("*@x"), Match::Suffix("@x".into()));
     }
 }

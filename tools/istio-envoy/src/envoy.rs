@@ -67,11 +67,7 @@ pub fn emit(resources: &[Resource], cli: &Cli) -> Result<String> {
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
         "static_resources": {"listeners": listeners, "clusters": c.clusters},
     });
-    let yaml = serde_yaml_ng::to_string(&bootstrap).map_err(|e| Refusal {
-        resource: "the bootstrap".into(),
-        field: String::new(),
-        reason: format!("cannot be written as YAML: {e}"),
-    })?;
+    let yaml = crate::yaml::to_yaml(&bootstrap);
     Ok(format!(
         "# Envoy bootstrap compiled by scripts/istio-envoy.sh from Istio resources.\n\
          # Gateways are listeners, VirtualServices routes, RequestAuthentication jwtRules the\n\

@@ -70,7 +70,7 @@ pub fn emit(resources: &[Resource], cli: &Cli) -> Result<String> {
         }
         out.push_str(&d.comment);
         if let Some(v) = &d.value {
-            out.push_str(&serde_yaml_ng::to_string(v).map_err(|e| Refusal { resource: "the manifests".into(), field: String::new(), reason: format!("cannot be written as YAML: {e}") })?);
+            out.push_str(&crate::yaml::to_yaml(v));
         }
     }
     Ok(out)

@@ -17,6 +17,7 @@ mod model;
 mod plugin;
 mod routes;
 mod upstreams;
+mod yaml;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

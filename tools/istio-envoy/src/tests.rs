@@ -115,7 +115,7 @@ fn refusals_name_the_resource_and_field() {
         (format!("{GATEWAY}---{RA}---{}", vs(&format!("  - match:\n    - headers:\n        \"@request.auth.claims.g\": {{regex: \"(\"}}\n{TO_HTTPBIN}"))), "spec.http[0].match[0].headers.@request.auth.claims.g.regex: is not a valid RE2 regex"),
         (RA.replace("jwksUri:", "jwksUrl:"), "RequestAuthentication istio-system/jwt: spec.jwtRules[0].jwksUrl"),
         ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n".to_string(), "kind Service is not supported"),
-        (format!("{GATEWAY}---{}", vs(&TO_HTTPBIN.to_string()).replace("[gw]", "[other]")), "spec.gateways[0]: \"other\" names no Gateway"),
+        (format!("{GATEWAY}---{}", vs(TO_HTTPBIN).replace("[gw]", "[other]")), "spec.gateways[0]: \"other\" names no Gateway"),
     ];
     for (yaml, expected) in cases {
         let err = run(&yaml, &["--upstream", "httpbin:8000=127.0.0.1:8000"]).unwrap_err();
