@@ -57,7 +57,8 @@ pub fn emit(resources: &[Resource], cli: &Cli) -> Result<String> {
     if let Some(config) = &c.plugin_config {
         http_filters.push(wasm_filter(config, &cli.wasm));
     }
-    http_filters.extend(c.rbac.iter().cloned());
+    let ports: Vec<(u16, u16)> = c.listeners.iter().map(|l| (l.port, l.listen_port)).collect();
+    http_filters.extend(c.rbac.iter().map(|f| listen_ports(f, &ports)));
     http_filters.push(json!({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -73,6 +74,26 @@ pub fn emit(resources: &[Resource], cli: &Cli) -> Result<String> {
          # Gateways are listeners, VirtualServices routes, RequestAuthentication jwtRules the\n\
          # configuration of jwt-claims-filter, AuthorizationPolicies RBAC filters.\n{yaml}"
     ))
+}
+
+/// A policy's `ports` name Gateway server ports; Envoy's `destination_port` is the port the
+/// listener really binds (`--bind`).
+fn listen_ports(v: &Value, ports: &[(u16, u16)]) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| {
+                    let mapped = match (k.as_str(), x.as_u64()) {
+                        ("destination_port", Some(p)) => ports.iter().find(|(g, _)| u64::from(*g) == p).map(|(_, l)| json!(l)),
+                        _ => None,
+                    };
+                    (k.clone(), mapped.unwrap_or_else(|| listen_ports(x, ports)))
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|x| listen_ports(x, ports)).collect()),
+        other => other.clone(),
+    }
 }
 
 fn wasm_filter(config: &Value, wasm: &str) -> Value {
