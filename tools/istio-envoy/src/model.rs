@@ -238,6 +238,9 @@ fn resource(document: Value) -> std::result::Result<Resource, String> {
         let known: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
         return Err(format!("{kind} {namespace}/{name}: kind {kind} is not supported (the compiler reads {})", known.join(", ")));
     };
+    if let Some(extra) = document.as_object().and_then(|d| d.keys().find(|k| !["apiVersion", "kind", "metadata", "spec", "status"].contains(&k.as_str()))) {
+        return Err(format!("{kind} {namespace}/{name}: {extra}: is not a field of a resource (apiVersion, kind, metadata, spec)"));
+    }
     if api_version.split_once('/').map(|(g, _)| g) != Some(group) {
         return Err(format!("{kind} {namespace}/{name}: apiVersion {api_version:?} is not {group}/<version>"));
     }
