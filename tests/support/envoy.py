@@ -126,12 +126,16 @@ def seed_rule(jwks_uri: str, **overrides: Any) -> dict:
     return {k: v for k, v in rule.items() if v is not None}
 
 
+# envoy.yaml's claim condition: its /headers route tests x-jwt-cond-1 for "true".
+SEED_CONDITIONS = [{"header": "x-jwt-cond-1", "claim": ["groups"], "exact": "group1"}]
+
+
 def seed_config(jwks_uri: str, rule: dict | None = None, **top: Any) -> dict:
     """The seed filter configuration: one rule for the Istio sample issuer, claim header
-    x-jwt-claim.groups. `rule` overrides rule fields (None removes one); `top` sets
-    top-level fields."""
+    x-jwt-claim.groups, envoy.yaml's condition. `rule` overrides rule fields (None removes
+    one); `top` sets top-level fields."""
     cfg = {"jwtRules": [seed_rule(jwks_uri, **(rule or {}))],
-           "claimHeaders": ["x-jwt-claim.groups"]}
+           "claimHeaders": ["x-jwt-claim.groups"], "conditions": copy.deepcopy(SEED_CONDITIONS)}
     cfg.update(top)
     return cfg
 
@@ -163,8 +167,8 @@ def render_config(filter_config: dict | str, *, listener_port: int, admin_port: 
                   extra_clusters: dict[str, int] | None = None,
                   config_path: Path | None = None) -> dict:
     """envoy.yaml (or `config_path`, a file of the same shape) with the test's ports, the
-    wasm's absolute path and `filter_config` (a dict is JSON-encoded; a str is used verbatim,
-    e.g. for invalid JSON).
+    wasm's absolute path and `filter_config` (a dict is JSON-encoded, with the file's own
+    `conditions` unless it sets some; a str is used verbatim, e.g. for invalid JSON).
     `extra_clusters` adds clusters {name: port on 127.0.0.1}, shaped like the jwks one."""
     source = Path(config_path) if config_path is not None else ENVOY_YAML
     cfg = copy.deepcopy(yaml.safe_load(source.read_text()))
@@ -180,6 +184,13 @@ def render_config(filter_config: dict | str, *, listener_port: int, admin_port: 
         extra["name"] = extra["load_assignment"]["cluster_name"] = name
         cfg["static_resources"]["clusters"].append(extra)
         _set_cluster_port(cfg, name, port, source)
+    if isinstance(filter_config, dict) and "conditions" not in filter_config:
+        # The file's routes test the condition headers its own configuration defines
+        # (envoy.yaml: x-jwt-cond-1 for groups/group1); a test configuration that sets no
+        # conditions keeps them, so that the routes mean what they mean for users.
+        own = json.loads(wasm_cfg["configuration"]["value"]).get("conditions")
+        if own is not None:
+            filter_config = {**filter_config, "conditions": own}
     value = filter_config if isinstance(filter_config, str) else json.dumps(filter_config)
     wasm_cfg["configuration"]["value"] = value
     return cfg
