@@ -11,6 +11,7 @@ client header cannot stand in for it.
 """
 from __future__ import annotations
 
+import http.client
 import json
 from pathlib import Path
 
@@ -227,3 +228,26 @@ def test_underscore_spelling_is_refused(policies):
     name = condition_headers(policies)[0].replace("-", "_")
     r = policies.get("/principal/a", headers={name: "true"}, host=HOST)
     assert r.status_code == 400, (r.status_code, r.text[:200])
+
+
+@pytest.mark.parametrize("host", ["AUTHZ.example.com", "authz.example.com:80", "authz.example.com:8080"])
+def test_operation_hosts_ignore_case_and_port(policies, host):
+    # Istio matches hosts without case, and the gateway strips the port before anything reads
+    # :authority (strip_any_host_port), so `hosts: [authz.example.com]` covers these.
+    assert_allowed(policies.get("/status/200", host=host))
+    assert_denied(policies.get("/status/200", host="other." + host))
+
+
+@pytest.mark.parametrize("path", ["/status/../principal/a", "/status/%2e%2e/principal/a",
+                                  "/open/%73ecret", "/open/./secret"])
+def test_paths_are_normalized_before_the_policy(policies, path):
+    # The raw request target, not what a client library would make of it: dot segments and
+    # percent-encoded unreserved characters are resolved before RBAC sees the path.
+    conn = http.client.HTTPConnection("127.0.0.1", policies.listener_port, timeout=15)
+    try:
+        conn.request("GET", path, headers={"Host": HOST})
+        r = conn.getresponse()
+        body = r.read().decode()
+    finally:
+        conn.close()
+    assert (r.status, body) == (403, DENIED), (r.status, body[:200])
