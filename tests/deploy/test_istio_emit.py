@@ -231,3 +231,15 @@ def test_the_rest_passes_through(case):
         for d in out_docs:
             if d not in given_docs:
                 assert hosts(d) <= jwks_hosts, d
+
+
+def test_emit_istio_of_its_own_output_is_the_same(case, tmp_path):
+    # Applied manifests compiled again (e.g. after an edit) must not drift: the rewritten
+    # matches test the same headers, the plugin keeps its conditions and rules.
+    _, _, _, out = case
+    folder = tmp_path / "again"
+    folder.mkdir()
+    (folder / "compiled.yaml").write_text(yaml.safe_dump_all(out, sort_keys=False))
+    again = istio.compile([folder], emit="istio")
+    assert again.returncode == 0, again.stderr
+    assert [d for d in yaml.safe_load_all(again.stdout) if d] == out
