@@ -15,6 +15,7 @@ route, and the upstream never sees a condition header (raw.yaml: the recording u
 """
 from __future__ import annotations
 
+import http.client
 import json
 from pathlib import Path
 
@@ -268,3 +269,32 @@ def test_condition_headers_never_reach_the_upstream(gateway, recorder, token, ro
         (req,) = recorder.requests
         assert req.values("x-route") == [route], req.headers
         assert _cond_names(req) == [], req.headers
+
+
+def _raw_get(env, host: str, path: str, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
+    """GET with headers exactly as listed (repeats kept), which requests cannot send."""
+    conn = http.client.HTTPConnection("127.0.0.1", env.listener_port, timeout=15)
+    try:
+        conn.putrequest("GET", path, skip_host=True)
+        conn.putheader("Host", host)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_repeated_forged_condition_headers(gateway, recorder):
+    names = condition_headers(gateway)
+    repeated = [(n, "true") for n in names] + [(n.title(), "true") for n in names] + [(names[0], "true,true")]
+    for case in FORGED_ROUTES:
+        status, body = _raw_get(gateway, HOST, f"/c/{case}/", repeated)
+        assert (status, body) == (404, b""), (case, status, body[:200])
+    recorder.clear()
+    status, _ = _raw_get(gateway, RAW_HOST, "/matched", repeated)
+    assert status == 200
+    (req,) = recorder.requests
+    assert req.values("x-route") == ["catch-all"], req.headers
+    assert _cond_names(req) == [], req.headers
