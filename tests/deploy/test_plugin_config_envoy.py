@@ -1,4 +1,6 @@
-"""Each WasmPlugin's pluginConfig, loaded by the filter inside a real Envoy.
+"""Each WasmPlugin's pluginConfig, loaded by the filter inside a real Envoy: the WasmPlugins
+that `scripts/istio-envoy.sh --emit istio deploy/istio` writes for a real gateway (the
+RequestAuthentication's jwtRules and the routes' conditions merged into deploy/istio's own).
 
 test_manifests.py checks every pluginConfig with the filter's own parser (check_config); this
 loads it into Envoy as the gateway would and sends a token through. The pluginConfig is taken
@@ -24,14 +26,21 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ → `support`
-from crd_schema import load_documents  # noqa: E402
 from support import tokens  # noqa: E402
 from support.envoy import ENVOY_YAML, ROOT, start_envoy, start_httpbin  # noqa: E402
+from support.istio import compile as istio_compile  # noqa: E402
 from support.jwks_server import JwksServer  # noqa: E402
 
 DEPLOY = ROOT / "deploy" / "istio"
-PLUGINS = [doc for path in sorted(DEPLOY.glob("*.yaml")) for doc in load_documents(path)
-           if doc.get("kind") == "WasmPlugin"]
+
+
+def _emitted_plugins() -> list[dict]:
+    out = istio_compile([DEPLOY], emit="istio")
+    assert out.returncode == 0, out.stderr
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc and doc.get("kind") == "WasmPlugin"]
+
+
+PLUGINS = _emitted_plugins()
 
 
 def test_there_is_a_wasmplugin():

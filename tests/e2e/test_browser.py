@@ -117,20 +117,31 @@ def tmp(tmp_path) -> Path:
     return tmp_path
 
 
-def test_browser_variant_is_envoy_yaml_with_a_wildcard_host():
-    """envoy-browser.yaml keeps envoy.yaml's routes, filter and clusters; only the hosts
-    change: one virtual host for "*" instead of httpbin.example.com plus a 404 host."""
+def test_browser_variant_is_envoy_yaml_with_the_tasks_browser_routes():
+    """envoy-browser.yaml keeps envoy.yaml's filter and clusters; the virtual host is the
+    task's browser section: one host "*" routing /headers with no claim condition (so the
+    filter has no condition to write), everything else 404."""
     seed, browser = (yaml.safe_load(p.read_text()) for p in (ENVOY_YAML, BROWSER_YAML))
 
-    def route_config(cfg):
-        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        return hcm["typed_config"]["route_config"]
+    def hcm(cfg):
+        return cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
-    seed_hosts = route_config(seed).pop("virtual_hosts")
-    (browser_host,) = route_config(browser).pop("virtual_hosts")
+    (browser_host,) = hcm(browser)["route_config"].pop("virtual_hosts")
     assert browser_host["domains"] == ["*"]
-    assert browser_host["routes"] == seed_hosts[0]["routes"]
-    assert seed_hosts[0]["domains"] == ["httpbin.example.com", "httpbin.example.com:*"]
+    assert [r["match"] for r in browser_host["routes"]] == [{"prefix": "/headers"}, {"prefix": "/"}]
+    assert "headers" not in browser_host["routes"][0]["match"]
+    seed_rc = hcm(seed)["route_config"]
+    seed_rc.pop("virtual_hosts")
+    seed_rc.pop("request_headers_to_remove", None)
+
+    def plugin(cfg):
+        (wasm,) = [f for f in hcm(cfg)["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
+        value = wasm["typed_config"]["config"]["configuration"].pop("value")
+        return json.loads(value)
+
+    seed_plugin, browser_plugin = plugin(seed), plugin(browser)
+    seed_plugin.pop("conditions", None)
+    assert browser_plugin == seed_plugin
     # Everything else is the same file.
     assert browser == seed
 
@@ -149,11 +160,11 @@ def test_headers_page_shows_the_claim_header(browser_envoy, tmp):
 
 
 @pytest.mark.parametrize("path, status", [
-    ("/status/200", 200),          # exposed, no token needed
-    ("/headers", 404),             # no token: no claim header, the route does not match
+    ("/status/200", 404),          # the browser section exposes /headers only
+    ("/headers", 200),             # no claim condition there: no token needed
     ("/not-exposed", 404),         # not in the VirtualService
     ("/headers?access_token=some.invalid.token", 401),
-], ids=["status-200", "headers-without-token", "unexposed", "invalid-token"])
+], ids=["status-not-exposed", "headers-without-token", "unexposed", "invalid-token"])
 def test_page_status(browser_envoy, tmp, path, status):
     page = browse(browser_envoy.base_url + path, "--dump-dom", tmp=tmp)
     assert page.status == status, page.responses

@@ -30,6 +30,9 @@ def route(prefix: str, conditions: dict[str, str]) -> dict:
 
 def with_condition_routes(cfg: dict) -> None:
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    # This file checks what the filter writes, so the upstream must see the condition headers
+    # that envoy.yaml removes before it.
+    hcm["route_config"].pop("request_headers_to_remove", None)
     vhost = hcm["route_config"]["virtual_hosts"][0]
     vhost["routes"] = [
         # /anything/group1: only for tokens whose `groups` holds the element group1.

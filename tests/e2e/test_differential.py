@@ -734,7 +734,7 @@ def test_deliberate_rows_are_corpus_cases():
 
 def readme_deliberate_bullets() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    m = re.search(r"^## Deliberate differences from Envoy's jwt_authn\n(.*?)(?=^## )", text, re.S | re.M)
+    m = re.search(r"^## Deliberate differences from Envoy's jwt_authn\n(.*?)(?=^## |\Z)", text, re.S | re.M)
     assert m, "README has no section 'Deliberate differences from Envoy's jwt_authn'"
     bullets, current = [], None
     for line in m.group(1).splitlines():
