@@ -215,3 +215,26 @@ def test_https_gateway_with_a_credential_and_https_redirect(emit, httpbin, tmp_p
         assert r.status_code == 301 and r.headers["location"].startswith(f"https://{HOST}")
     finally:
         env.stop()
+
+
+@pytest.mark.parametrize("emit", ["envoy", "istio"])
+def test_claim_matches_without_request_authentication_hold_as_in_istio(emit, httpbin, tmp_path):
+    """No RequestAuthentication: no request has claims. Istio's own case ("unmatched with no
+    request authentication": 404); a claim in withoutHeaders then always holds. A client's
+    condition header changes nothing: there is no filter and no condition header to forge."""
+    gw = _gateway([{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [HOST]}])
+    claim = {"@request.auth.claims.groups": {"exact": "group1"}}
+    vs = _vs([
+        {"match": [{"uri": {"prefix": "/status"}, "headers": claim}], "route": [_to()]},
+        {"match": [{"uri": {"prefix": "/anything"}, "withoutHeaders": claim}], "route": [_to()]},
+    ])
+    path = _write(tmp_path, "no-ra.yaml", [gw, vs])
+    inputs = _inputs(emit, path, tmp_path)
+    env = start_compiled(inputs, workdir=tmp_path, upstreams={"httpbin:8000": f"127.0.0.1:{httpbin.port}"})
+    try:
+        assert "no RequestAuthentication validates tokens" in env.compiled.stderr
+        assert env.get("/status/200", host=HOST).status_code == 404
+        assert env.get("/status/200", host=HOST, headers={"x-jwt-cond-1": "true"}).status_code == 404
+        assert env.get("/anything", host=HOST).status_code == 200
+    finally:
+        env.stop()

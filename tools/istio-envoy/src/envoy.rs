@@ -25,7 +25,7 @@ pub fn compile(resources: &[Resource], cli: &Cli, for_mesh: bool) -> Result<Comp
     let mut conds = Conditions::default();
     let pc = plugin::read(resources, &mut conds)?;
     let mut ups = Upstreams::new(resources, &cli.upstreams, for_mesh)?;
-    let listeners = listeners(resources, &cli.binds, &cli.tls_certs, for_mesh, &mut ups, &mut conds)?;
+    let listeners = listeners(resources, &cli.binds, &cli.tls_certs, for_mesh, pc.has_rules(), &mut ups, &mut conds)?;
     let policies: Vec<&Resource> = resources.iter().filter(|r| r.kind == "AuthorizationPolicy").collect();
     let rbac = authz::rbac_filters(&policies, &mut conds)?;
     let plugin_config = if pc.has_rules() {
@@ -35,10 +35,13 @@ pub fn compile(resources: &[Resource], cli: &Cli, for_mesh: bool) -> Result<Comp
         }
         Some(value)
     } else if !conds.entries().is_empty() {
-        return Err(Refusal {
-            resource: "the input".into(),
-            field: String::new(),
-            reason: "claim or principal conditions (routes on @request.auth.claims, x-jwt-claim, or policies on request.auth) need JWT validation: add a RequestAuthentication with jwtRules".into(),
+        // Routes fold their claim matches without tokens; policies and a WasmPlugin's own
+        // conditions would need the filter to write the headers they test.
+        let asker = policies.first().copied().or(pc.wasm_plugins.first());
+        let reason = "tests request.auth claims or principals, which need JWT validation: add a RequestAuthentication (or jwtRules in the WasmPlugin)";
+        return Err(match asker {
+            Some(r) => r.refuse("spec", reason),
+            None => Refusal { resource: "the input".into(), field: String::new(), reason: reason.into() },
         });
     } else {
         for w in &pc.wasm_plugins {
@@ -133,6 +136,9 @@ fn listener(l: &Listener, http_filters: &[Value], condition_headers: &[String]) 
             "codec_type": "AUTO",
             "use_remote_address": true,
             "normalize_path": true,
+            // `/a//b` is `/a/b` for routes and policies alike: a notPaths rule cannot be
+            // stepped around with a doubled slash (Istio's MERGE_SLASHES normalization).
+            "merge_slashes": true,
             // Hosts match without their port, as Istio's gateways match them.
             "strip_any_host_port": true,
             // Edge guidance: many upstreams fold `_` into `-`, so such names could pose as the

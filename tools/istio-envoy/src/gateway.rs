@@ -164,7 +164,7 @@ fn intersect(vs_host: &str, server_host: &str) -> Option<String> {
 
 /// Every listener, with its virtual hosts.
 /// `for_mesh`: for `--emit istio`, where credentials are the cluster's secrets.
-pub fn listeners(resources: &[Resource], binds: &[String], tls_certs: &[String], for_mesh: bool, ups: &mut Upstreams, conds: &mut Conditions) -> Result<Vec<Listener>> {
+pub fn listeners(resources: &[Resource], binds: &[String], tls_certs: &[String], for_mesh: bool, claims: bool, ups: &mut Upstreams, conds: &mut Conditions) -> Result<Vec<Listener>> {
     let creds = credentials(tls_certs)?;
     let mut servers: Vec<Server> = Vec::new();
     for r in resources.iter().filter(|r| r.kind == "Gateway") {
@@ -190,7 +190,7 @@ pub fn listeners(resources: &[Resource], binds: &[String], tls_certs: &[String],
     }
     let gateway_names: Vec<String> = resources.iter().filter(|r| r.kind == "Gateway").map(|r| format!("{}/{}", r.namespace, r.name)).collect();
     for vs in resources.iter().filter(|r| r.kind == "VirtualService") {
-        bind_virtual_service(vs, &gateway_names, &mut listeners, ups, conds)?;
+        bind_virtual_service(vs, &gateway_names, claims, &mut listeners, ups, conds)?;
     }
     Ok(listeners)
 }
@@ -206,7 +206,7 @@ fn bind_for(port: u16, binds: &[String]) -> Result<(String, u16)> {
     Ok(("127.0.0.1".to_string(), port))
 }
 
-fn bind_virtual_service(vs: &Resource, gateway_names: &[String], listeners: &mut [Listener], ups: &mut Upstreams, conds: &mut Conditions) -> Result<()> {
+fn bind_virtual_service(vs: &Resource, gateway_names: &[String], claims: bool, listeners: &mut [Listener], ups: &mut Upstreams, conds: &mut Conditions) -> Result<()> {
     let spec = vs.spec()?;
     spec.fields(&["hosts", "gateways", "http", "exportTo"], &[
         ("tls", "TLS passthrough routes are not implemented; the filter needs HTTP"),
@@ -258,7 +258,7 @@ fn bind_virtual_service(vs: &Resource, gateway_names: &[String], listeners: &mut
             continue;
         }
         served = true;
-        let scope = Scope { port: l.port, gateways: &here };
+        let scope = Scope { port: l.port, gateways: &here, claims };
         let mut routes = Vec::new();
         for route in &http {
             routes.extend(http_route(route, &scope, ups, conds)?);

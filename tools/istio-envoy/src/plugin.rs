@@ -66,6 +66,7 @@ pub fn read(resources: &[Resource], conds: &mut Conditions) -> Result<PluginConf
             }
         }
         if let Some(config) = spec.obj("pluginConfig")? {
+            check_alone(r, config.map)?;
             for (key, value) in config.map {
                 let at = config.path(key);
                 match key.as_str() {
@@ -93,6 +94,20 @@ pub fn read(resources: &[Resource], conds: &mut Conditions) -> Result<PluginConf
         pc.fields.insert("jwtRules".into(), Value::Array(rules));
     }
     Ok(pc)
+}
+
+/// A WasmPlugin's pluginConfig through the filter's parser on its own, so that an error names
+/// this resource. Without jwtRules of its own (the RequestAuthentication brings them) it is
+/// checked with a placeholder rule.
+fn check_alone(r: &Resource, config: &Map<String, Value>) -> Result<()> {
+    let mut alone = config.clone();
+    if !alone.contains_key("jwtRules") {
+        alone.insert("jwtRules".into(), json!([{"issuer": "placeholder", "jwksUri": "http://placeholder/jwks.json"}]));
+    }
+    FilterConfig::parse(Value::Object(alone).to_string().as_bytes()).map(drop).map_err(|e| {
+        let field = if e.field.is_empty() { "spec.pluginConfig".to_string() } else { format!("spec.pluginConfig.{}", e.field) };
+        r.refuse(field, e.message)
+    })
 }
 
 impl PluginConfig {

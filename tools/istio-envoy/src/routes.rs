@@ -13,6 +13,9 @@ pub struct Scope<'a> {
     pub port: u16,
     /// `namespace/name` of the gateway the listener serves.
     pub gateways: &'a [String],
+    /// Whether tokens are validated at all. Without, no request has claims: a claim match
+    /// never holds and a claim in withoutHeaders always does, as in Istio.
+    pub claims: bool,
 }
 
 const HTTP_ROUTE_FIELDS: &[&str] =
@@ -162,6 +165,13 @@ fn route_match(m: &Obj, scope: &Scope, conds: &mut Conditions) -> Result<Option<
             let at = hs.path(name);
             let sm = string_match(&Obj::of(m.res, value, at.clone())?)?;
             match claim_key(name).map_err(|reason| m.res.refuse(&at, reason))? {
+                Some(_) if !scope.claims => {
+                    m.res.warn(&at, "no RequestAuthentication validates tokens, so no request has claims: as in Istio, this match never holds in headers and always holds in withoutHeaders");
+                    if without {
+                        continue;
+                    }
+                    return Ok(None);
+                }
                 Some((keys, legacy)) => {
                     if legacy {
                         m.res.warn(&at, "x-jwt-claim is the task's older spelling; current Istio spells it \"@request.auth.claims.<claim>\"");

@@ -109,7 +109,7 @@ fn a_route_per_match_in_order_and_hosts_intersected() {
 fn refusals_name_the_resource_and_field() {
     let cases = [
         (format!("{GATEWAY}---{}", vs(&format!("  - fault: {{}}\n{TO_HTTPBIN}"))), "VirtualService default/vs: spec.http[0].fault: is not supported: fault injection"),
-        (format!("{GATEWAY}---{}", vs(&format!("  - match:\n    - headers:\n        \"@request.auth.claims.g\": {{exact: x}}\n{TO_HTTPBIN}"))), "need JWT validation"),
+
         (format!("{GATEWAY}---{}", vs("  - route:\n    - destination: {host: nowhere, port: {number: 1}}\n")), "VirtualService default/vs: spec.http[0].route[0].destination.host: nowhere:1 has no ServiceEntry and no --upstream"),
         (format!("{GATEWAY}---{}", vs(&format!("  - match:\n    - uri: {{prefix: /}}\n      sourceLabels: {{a: b}}\n{TO_HTTPBIN}"))), "spec.http[0].match[0].sourceLabels: is not supported"),
         (format!("{GATEWAY}---{RA}---{}", vs(&format!("  - match:\n    - headers:\n        \"@request.auth.claims.g\": {{regex: \"(\"}}\n{TO_HTTPBIN}"))), "spec.http[0].match[0].headers.@request.auth.claims.g.regex: is not a valid RE2 regex"),
@@ -121,6 +121,20 @@ fn refusals_name_the_resource_and_field() {
         let err = run(&yaml, &["--upstream", "httpbin:8000=127.0.0.1:8000"]).unwrap_err();
         assert!(err.contains(expected), "{err:?} should contain {expected:?}");
     }
+}
+
+#[test]
+fn without_jwt_validation_claim_matches_hold_as_in_istio() {
+    let http = format!(
+        "  - match:\n    - uri: {{prefix: /never}}\n      headers:\n        \"@request.auth.claims.g\": {{exact: x}}\n    - uri: {{prefix: /always}}\n      withoutHeaders:\n        \"@request.auth.claims.g\": {{exact: x}}\n{TO_HTTPBIN}"
+    );
+    let b = bootstrap(&format!("{GATEWAY}---{}", vs(&http)));
+    let routes = hcm(&b)["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap().clone();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0]["match"], serde_json::json!({"prefix": "/always"}));
+    let policy = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n  rules:\n  - from:\n    - source: {requestPrincipals: [\"*\"]}\n";
+    let err = run(&format!("{GATEWAY}---\n{policy}"), &[]).unwrap_err();
+    assert!(err.starts_with("AuthorizationPolicy default/p: spec: tests request.auth"), "{err}");
 }
 
 #[test]
