@@ -242,3 +242,13 @@ def test_emit_istio_of_its_own_output_is_the_same(case, tmp_path):
     again = istio.compile([folder], emit="istio")
     assert again.returncode == 0, again.stderr
     assert [d for d in yaml.safe_load_all(again.stdout) if d] == out
+
+
+def test_committed_gateway_manifests_are_the_compilers_output():
+    """deploy/istio-gateway/manifests.yaml is what a real gateway applies for the task
+    (`kubectl apply -f`): exactly `--emit istio deploy/istio`, kept in step by this test.
+    Regenerate: scripts/istio-envoy.sh --emit istio deploy/istio > deploy/istio-gateway/manifests.yaml"""
+    result = istio.compile([ROOT / "deploy" / "istio"], emit="istio")
+    assert result.returncode == 0, result.stderr
+    committed = (ROOT / "deploy" / "istio-gateway" / "manifests.yaml").read_text()
+    assert committed == result.stdout

@@ -44,9 +44,9 @@ pub fn emit(resources: &[Resource], cli: &Cli) -> Result<String> {
             }
             "RequestAuthentication" => docs.push(Doc {
                 comment: format!(
-                    "# RequestAuthentication {}/{} is replaced by the WasmPlugin jwt-claims-filter: its\n\
-                     # jwtRules are in the plugin's pluginConfig. Istio's jwt_authn would validate the\n\
-                     # same tokens, but its claims cannot reach the rewritten routes and policies.\n",
+                    "# RequestAuthentication {}/{} is replaced by the WasmPlugin jwt-claims-filter:\n\
+                     # its jwtRules are in the plugin's pluginConfig. Istio's jwt_authn would validate\n\
+                     # the same tokens, but its claims cannot reach the rewritten routes and policies.\n",
                     r.namespace, r.name
                 ),
                 value: None,
@@ -205,11 +205,11 @@ fn service_entry_for(uri: &HttpUri, namespace: &str, with_tls_rule: bool) -> Vec
     let name = uri.host.replace('.', "-");
     let mut docs = vec![Doc {
         comment: format!(
-            "# The JWKS host {} as a service, so that the filter's fetches have the cluster\n\
-             # {}. The port is HTTP: the filter speaks HTTP to the cluster{}.\n",
+            "# The JWKS host {} as a service, so that the cluster the filter fetches through,\n\
+             # {}, exists. The port is HTTP: the filter speaks HTTP to the cluster{}.\n",
             uri.host,
             uri.istio_cluster(),
-            if uri.scheme == "https" { " and the DestinationRule below originates TLS" } else { "" }
+            if uri.scheme == "https" { ",\n# and the DestinationRule below originates TLS" } else { "" }
         ),
         value: Some(json!({
             "apiVersion": "networking.istio.io/v1",

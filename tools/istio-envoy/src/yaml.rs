@@ -1,9 +1,9 @@
 //! Writing YAML that every reader takes the same way.
 //!
 //! serde_yaml_ng writes YAML 1.2, where `yes`, `on` or `2024-01-01` are plain strings; PyYAML and
-//! go-yaml v2 (kubectl) read YAML 1.1 and would turn them into booleans and dates. So every
-//! string here is double-quoted (a JSON string is a valid YAML double-quoted scalar), except
-//! mapping keys that are plainly names, and multi-line strings, which are literal blocks.
+//! go-yaml v2 (kubectl) read YAML 1.1 and would turn them into booleans and dates. So a string
+//! is written plain only when it is plainly a name or a path; every other is double-quoted (a
+//! JSON string is a valid YAML double-quoted scalar), multi-line ones are literal blocks.
 
 use serde_json::Value;
 
@@ -20,11 +20,16 @@ pub fn to_yaml(v: &Value) -> String {
     out
 }
 
+/// A string every YAML reader takes as that string when written plain: a name or a path, no
+/// digit or indicator first, no `:` or `#` or space, not a YAML 1.1 boolean or null.
+fn plain_ok(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '/')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-./@|".contains(c))
+        && !matches!(s.to_ascii_lowercase().as_str(), "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null")
+}
+
 fn key(k: &str) -> String {
-    let plain = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c))
-        && !matches!(k.to_ascii_lowercase().as_str(), "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null");
-    if plain {
+    if plain_ok(k) {
         k.to_string()
     } else {
         Value::String(k.to_string()).to_string()
@@ -41,6 +46,7 @@ fn scalar(v: &Value, indent: usize) -> String {
             let body: Vec<String> = s.trim_end_matches('\n').lines().map(|l| if l.is_empty() { String::new() } else { format!("{pad}{l}") }).collect();
             format!("{chomp}\n{}", body.join("\n"))
         }
+        Value::String(s) if plain_ok(s) => s.clone(),
         Value::Object(_) => "{}".into(),
         Value::Array(_) => "[]".into(),
         other => other.to_string(),
@@ -118,6 +124,7 @@ mod tests {
         });
         let text = to_yaml(&v);
         assert!(text.contains("a: \"yes\"") && text.contains("- \"2024-01-01\"") && text.contains("\"on\":"));
+        assert!(text.contains("k: v") && text.contains("- \"1_000\""));
         assert!(text.contains("block: |-\n  {\n    \"x\": 1\n  }"));
         let back: Value = serde_yaml_ng::from_str(&text).unwrap();
         assert_eq!(back, v);
