@@ -24,6 +24,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -109,6 +110,10 @@ _W: dict = {}
 
 
 def _init_worker(alg: str) -> None:
+    # A forked worker inherits the bench's SIGTERM handler (procs.py), which raises inside the
+    # worker's exit finalizers when the pool terminates it: the worker then never exits and
+    # the pool's terminate() waits for it forever. Workers just die.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     key, kid, _ = keyset(alg)
     _W.update(alg=alg, key=key, kid=kid)
 
