@@ -131,43 +131,38 @@ fn rule(r: &Obj<'_>, conds: &mut Conditions) -> Result<Value> {
         permission_when.extend(permission);
         principal_when.extend(principal);
     }
-    let principals = match r.get("from") {
-        None => vec![Side::Principal.and(principal_when)],
-        Some(_) => {
-            let from = r.objs("from")?;
-            if from.is_empty() {
-                return Err(r.refuse("from", "must not be empty (leave it out for any source)"));
-            }
-            let mut principals = Vec::new();
-            for f in from {
-                f.fields(&["source"], &[])?;
-                let src = f.obj("source")?.ok_or_else(|| f.refuse("source", "is required"))?;
-                let mut ids = source(&src, conds)?;
-                ids.extend(principal_when.iter().cloned());
-                principals.push(Side::Principal.and(ids));
-            }
-            principals
-        }
-    };
-    let permissions = match r.get("to") {
-        None => vec![Side::Permission.and(permission_when)],
-        Some(_) => {
-            let to = r.objs("to")?;
-            if to.is_empty() {
-                return Err(r.refuse("to", "must not be empty (leave it out for any operation)"));
-            }
-            let mut permissions = Vec::new();
-            for t in to {
-                t.fields(&["operation"], &[])?;
-                let op = t.obj("operation")?.ok_or_else(|| t.refuse("operation", "is required"))?;
-                let mut rules = operation(&op)?;
-                rules.extend(permission_when.iter().cloned());
-                permissions.push(Side::Permission.and(rules));
-            }
-            permissions
-        }
-    };
+    let principals = entries(r, ("from", "source"), Side::Principal, &principal_when, |src| source(src, conds))?;
+    let permissions = entries(r, ("to", "operation"), Side::Permission, &permission_when, operation)?;
     Ok(json!({"permissions": permissions, "principals": principals}))
+}
+
+/// The entries of `from` (`list` `("from", "source")`) or `to` (`("to", "operation")`): one
+/// per element, its object read by `read` and ANDed with the `when` conditions of that side.
+/// Without the list, the conditions alone.
+fn entries(
+    r: &Obj<'_>,
+    (list, inner): (&str, &str),
+    side: Side,
+    when: &[Value],
+    mut read: impl FnMut(&Obj<'_>) -> Result<Vec<Value>>,
+) -> Result<Vec<Value>> {
+    if r.get(list).is_none() {
+        return Ok(vec![side.and(when.to_vec())]);
+    }
+    let elements = r.objs(list)?;
+    if elements.is_empty() {
+        return Err(r.refuse(list, format!("must not be empty (leave it out for any {inner})")));
+    }
+    elements
+        .iter()
+        .map(|e| {
+            e.fields(&[inner], &[])?;
+            let object = e.obj(inner)?.ok_or_else(|| e.refuse(inner, "is required"))?;
+            let mut all = read(&object)?;
+            all.extend(when.iter().cloned());
+            Ok(side.and(all))
+        })
+        .collect()
 }
 
 /// `from[].source`: the principal entries it ANDs.
