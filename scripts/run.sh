@@ -74,14 +74,14 @@ mkdir -p "$RUN_DIR"
 PLAN_PY='
 import sys, pathlib, yaml
 root = pathlib.Path(sys.argv[1])
-files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml")) if root.is_dir() else [root]
+files = sorted(p for p in root.glob("*") if p.suffix in (".yaml", ".yml")) if root.is_dir() else [root]
 ports, uris, any_host = set(), set(), False
 for f in files:
     for doc in yaml.safe_load_all(f.read_text()):
         kind, spec = (doc or {}).get("kind"), (doc or {}).get("spec") or {}
         if kind == "Gateway":
             ports |= {s["port"]["number"] for s in spec.get("servers", [])}
-            any_host = any("*" in s.get("hosts", []) for s in spec.get("servers", []))
+            any_host = any_host or any("*" in s.get("hosts", []) for s in spec.get("servers", []))
         if kind == "RequestAuthentication":
             uris |= {r["jwksUri"] for r in spec.get("jwtRules", []) if "jwksUri" in r}
 if len(ports) > 1:

@@ -27,6 +27,7 @@ from support import istio  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "istio"
 BROWSER = DEPLOY / "browser"
+GATEWAY_ONLY = DEPLOY / "gateway-only"
 CRDS = ROOT / "tests" / "fixtures" / "istio-crds"
 CHECK_CONFIG = ROOT / "examples" / "check_config.rs"
 ENVOY_YAML = ROOT / "envoy.yaml"
@@ -38,8 +39,10 @@ def crds() -> CrdSet:
 
 
 def _files() -> list[Path]:
-    """deploy/istio's manifests; browser/'s links to them are the same files, counted once."""
-    return sorted(DEPLOY.glob("*.yaml")) + sorted(p for p in BROWSER.glob("*.yaml") if not p.is_symlink())
+    """deploy/istio's manifests; browser/'s and gateway-only/'s links to them are the same
+    files, counted once."""
+    own = [p for d in (BROWSER, GATEWAY_ONLY) for p in sorted(d.glob("*.yaml")) if not p.is_symlink()]
+    return sorted(DEPLOY.glob("*.yaml")) + own
 
 
 def _manifests() -> list[tuple[str, dict]]:
@@ -78,6 +81,11 @@ def test_deploy_has_the_task_resources():
     links = {p.name: p.resolve() for p in BROWSER.glob("*.yaml") if p.is_symlink()}
     assert links == {n: (DEPLOY / n).resolve() for n in
                      ("requestauthentication.yaml", "httpbin-serviceentry.yaml", "wasmplugin.yaml")}
+    # The task's first step: its first VirtualService with the same Gateway, before JWT.
+    own = sorted(p.name for p in GATEWAY_ONLY.glob("*.yaml") if not p.is_symlink())
+    assert own == ["virtualservice.yaml"]
+    links = {p.name: p.resolve() for p in GATEWAY_ONLY.glob("*.yaml") if p.is_symlink()}
+    assert links == {n: (DEPLOY / n).resolve() for n in ("gateway.yaml", "httpbin-serviceentry.yaml")}
 
 
 def _body(path: Path) -> str:
@@ -90,6 +98,7 @@ def _body(path: Path) -> str:
 
 TASK_FILES = [
     ("gateway.yaml", 0, 0),
+    ("gateway-only/virtualservice.yaml", 1, 0),
     ("requestauthentication.yaml", 2, 0),
     ("virtualservice.yaml", 3, 0),
     ("browser/gateway.yaml", 4, 0),

@@ -97,3 +97,11 @@ def test_run_sh_serves_the_browser_section(run_sh):
     assert r.status_code == 200 and "Host" in r.json()["headers"]
     assert _status("/status/200", host="127.0.0.1:8080") == 404
     assert _status("/headers", "some.invalid.token", host="127.0.0.1:8080") == 401
+
+
+def test_run_sh_serves_the_first_step(run_sh):
+    run_sh("--istio", "deploy/istio/gateway-only")
+    assert _status("/status/200") == 200
+    assert _status("/headers") == 404
+    # No RequestAuthentication yet: a token is not even looked at.
+    assert _status("/status/200", "some.invalid.token") == 200

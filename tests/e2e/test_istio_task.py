@@ -53,16 +53,11 @@ def upstreams(httpbin, jwks) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def gateway_only(task_dir) -> Path:
-    """The task's first step: its Gateway and first VirtualService, from the task's text, and
-    the ServiceEntry that says where httpbin is."""
-    folder = task_dir / "gateway-only"
-    folder.mkdir()
-    blocks = istio.task_yaml()
-    (folder / "gateway.yaml").write_text(blocks[0])
-    (folder / "virtualservice.yaml").write_text(blocks[1])
-    (folder / "httpbin-serviceentry.yaml").write_text((istio.DEPLOY / "httpbin-serviceentry.yaml").read_text())
-    return folder
+def gateway_only() -> Path:
+    """The task's first step: deploy/istio/gateway-only, its Gateway and first VirtualService
+    as the task prints them (test_manifests checks the text), and the ServiceEntry that says
+    where httpbin is."""
+    return istio.DEPLOY / "gateway-only"
 
 
 class Served:
